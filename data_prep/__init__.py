@@ -1,0 +1,1 @@
+"""Corpus generation: excerpts, codecs, alignment, ViSQOL labels, splits and manifests."""
