@@ -175,9 +175,18 @@ def audio_duration(path: str | os.PathLike) -> float:
     try:
         info = sf.info(str(path))
         return info.frames / info.samplerate
-    except Exception:  # noqa: BLE001 - fall back to a full decode for compressed formats
-        data, sr = read_audio(path)
-        return data.shape[1] / sr
+    except Exception:  # noqa: BLE001 - compressed formats: ask the container, then decode
+        pass
+    try:
+        import av
+
+        with av.open(str(path)) as container:
+            if container.duration:
+                return container.duration / 1_000_000
+    except Exception:  # noqa: BLE001 - the full decode below reports the real problem
+        pass
+    data, sr = read_audio(path)
+    return data.shape[1] / sr
 
 
 def write_audio(path: str | os.PathLike, data: np.ndarray, sample_rate: int,

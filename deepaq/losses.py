@@ -1,0 +1,162 @@
+"""Rank-N-Contrast (Zha et al., NeurIPS 2023) for learning embeddings ordered by quality labels.
+
+For an anchor i and a positive j != i, the negatives are every k != i whose label is at least as
+far from y_i as y_j is (``|y_i - y_k| >= |y_i - y_j|``, j itself included):
+
+    l(i, j) = -log( exp(s_ij / t) / sum_{k in S(i, j)} exp(s_ik / t) ),   s_ik = -||f_i - f_k||_2
+
+and the loss is the mean of l(i, j) over all allowed (i, j) pairs (= the paper's
+``1/N sum_i 1/(N-1) sum_j`` when every pair is allowed, as in the authors' code). Computed for all
+(i, j, k) at once with a [B, B, B] mask and ``logsumexp``: no Python loop, numerically stable.
+
+``mask[i, k]`` restricts which items may interact (e.g. same excerpt), ``anchors[i]`` which items act
+as anchors (e.g. only the clean references: a *reference-anchored* ranking of the degraded versions
+by their distance to their own reference, which is what a full-reference metric uses).
+
+``RnCLoss`` is DeePAQ's multi-label form: a ViSQOL term over the batch plus a bitrate term over the
+coded items. Bitrate labels are compared in log2 (octaves: 16 -> 32 kbps matters as much as
+64 -> 128); a clean item's infinite bitrate is replaced by one octave above the batch's highest
+coded bitrate, so it never produces inf/NaN and, where clean items take part (reference anchors),
+clean ranks above every coded item.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+WITHIN = ("batch", "excerpt")
+ANCHORS = ("all", "reference")
+
+
+def pairwise_l2(features: Tensor) -> Tensor:
+    """[B, D] -> [B, B] Euclidean distances with a zero (not NaN) gradient where they are 0."""
+    sq = (features[:, None, :] - features[None, :, :]).pow(2).sum(-1)
+    positive = sq > 0
+    return torch.where(positive, torch.where(positive, sq, torch.ones_like(sq)).sqrt(),
+                       torch.zeros_like(sq))
+
+
+def rnc_loss_from_distances(distances: Tensor, labels: Tensor, temperature: float = 2.0,
+                            mask: Tensor | None = None, anchors: Tensor | None = None) -> Tensor:
+    """Rank-N-Contrast from a [B, B] matrix of embedding distances (see the module docstring).
+
+    Use directly when the distance is not the L2 of pooled vectors (e.g. the frame-averaged
+    distance of ``QualityModel(pooling="frame")``). Returns 0 (still attached to the graph) when no
+    pair is allowed.
+    """
+    b = distances.shape[0]
+    if distances.shape != (b, b) or labels.shape != (b,):
+        raise ValueError(f"distances must be [B, B] and labels [B], got {tuple(distances.shape)}, "
+                         f"{tuple(labels.shape)}")
+    device = distances.device
+    logits = -distances / temperature                                          # [i, k]
+    labels = labels.to(device=device, dtype=distances.dtype)
+    label_diff = (labels[:, None] - labels[None, :]).abs()                     # [i, k]
+    eye = torch.eye(b, dtype=torch.bool, device=device)
+    allowed = ~eye if mask is None else (mask.to(device=device, dtype=torch.bool) & ~eye)
+    if anchors is not None:
+        allowed = allowed & anchors.to(device=device, dtype=torch.bool)[:, None]
+    # negatives of pair (i, j): allowed k with |y_i - y_k| >= |y_i - y_j|; k == j is always kept
+    # so that every row's logsumexp is finite, also for pairs that are then left out
+    negatives = allowed[:, None, :] & (label_diff[:, None, :] >= label_diff[:, :, None])
+    negatives = negatives | torch.eye(b, dtype=torch.bool, device=device)[None, :, :]
+    masked_logits = logits[:, None, :].expand(b, b, b).masked_fill(~negatives, float("-inf"))
+    log_prob = logits - torch.logsumexp(masked_logits, dim=-1)                 # [i, j]
+    count = allowed.sum()
+    if count == 0:
+        return distances.sum() * 0.0
+    return -(log_prob * allowed.to(log_prob.dtype)).sum() / count
+
+
+def rnc_loss(features: Tensor, labels: Tensor, temperature: float = 2.0,
+             mask: Tensor | None = None, anchors: Tensor | None = None) -> Tensor:
+    """Rank-N-Contrast on embeddings ``features`` [B, D] with scalar ``labels`` [B] (L1 label
+    distance, L2 feature distance). ``mask`` [B, B] bool: pairs allowed to interact; ``anchors``
+    [B] bool: items used as anchors (default all)."""
+    if features.dim() != 2:
+        raise ValueError(f"features must be [B, D], got {tuple(features.shape)}")
+    return rnc_loss_from_distances(pairwise_l2(features), labels, temperature, mask, anchors)
+
+
+def bitrate_to_label(bitrate_kbps: Tensor, log2: bool = True) -> Tensor:
+    """Bitrates (inf = clean) -> finite ranking labels: log2(kbps); clean = batch max + 1 octave
+    (linear scale: 2 x the batch max). All clean -> all equal labels."""
+    bitrate = bitrate_kbps.to(torch.float64)
+    finite = torch.isfinite(bitrate)
+    if bool((bitrate[finite] <= 0).any()):
+        raise ValueError("bitrates must be > 0 (use inf for clean)")
+    values = torch.log2(torch.where(finite, bitrate, torch.ones_like(bitrate))) if log2 else bitrate
+    top = values[finite].max() if bool(finite.any()) else values.new_tensor(0.0)
+    clean = top + 1.0 if log2 else top * 2.0
+    return torch.where(finite, values, clean).to(torch.float32)
+
+
+class RnCLoss(nn.Module):
+    """DeePAQ's multi-label RnC: ``visqol_weight * RnC(ViSQOL) + bitrate_weight * RnC(bitrate)``.
+
+    Args:
+        temperature: RnC temperature (paper: 2.0).
+        visqol_weight, bitrate_weight: weights of the two terms (a 0 weight skips the term).
+        within: "batch" (every pair interacts) or "excerpt" (only items of the same excerpt,
+            given by ``groups``).
+        anchor: "all" or "reference" (only clean items anchor: each degraded item is ranked by its
+            distance to its own reference; needs ``within="excerpt"``). With "reference" clean items
+            take part in the bitrate term too (as the highest bitrate).
+        log_bitrate: compare bitrates in log2 (default) or linearly.
+    """
+
+    def __init__(self, temperature: float = 2.0, visqol_weight: float = 1.0,
+                 bitrate_weight: float = 1.0, within: str = "batch", anchor: str = "all",
+                 log_bitrate: bool = True):
+        super().__init__()
+        if within not in WITHIN:
+            raise ValueError(f"within must be one of {WITHIN}, got {within!r}")
+        if anchor not in ANCHORS:
+            raise ValueError(f"anchor must be one of {ANCHORS}, got {anchor!r}")
+        if anchor == "reference" and within != "excerpt":
+            raise ValueError("anchor='reference' needs within='excerpt'")
+        self.temperature, self.within, self.anchor = float(temperature), within, anchor
+        self.visqol_weight, self.bitrate_weight = float(visqol_weight), float(bitrate_weight)
+        self.log_bitrate = bool(log_bitrate)
+
+    def terms(self, features: Tensor, visqol: Tensor, bitrate: Tensor, coded: Tensor | None = None,
+              groups: Tensor | None = None, distances: Tensor | None = None) -> dict[str, Tensor]:
+        """{"loss", "visqol", "bitrate"} for a batch.
+
+        ``features`` [B, D] (or None with ``distances`` [B, B] given), ``visqol`` [B], ``bitrate`` [B]
+        in kbps (inf for clean), ``coded`` [B] bool (default: finite bitrate), ``groups`` [B] int
+        excerpt ids (needed for ``within="excerpt"``).
+        """
+        dist = pairwise_l2(features) if distances is None else distances
+        b = dist.shape[0]
+        device = dist.device
+        bitrate = bitrate.to(device)
+        coded = torch.isfinite(bitrate) if coded is None else coded.to(device=device, dtype=torch.bool)
+        if self.within == "excerpt":
+            if groups is None:
+                raise ValueError("within='excerpt' needs groups (an excerpt id per item)")
+            groups = groups.to(device)
+            mask = groups[:, None] == groups[None, :]
+        else:
+            mask = torch.ones(b, b, dtype=torch.bool, device=device)
+        anchors = ~coded if self.anchor == "reference" else None
+        zero = dist.sum() * 0.0
+        visqol_term = bitrate_term = zero
+        if self.visqol_weight:
+            visqol_term = rnc_loss_from_distances(dist, visqol.to(device), self.temperature, mask,
+                                                  anchors)
+        if self.bitrate_weight:
+            labels = bitrate_to_label(bitrate, self.log_bitrate).to(device)
+            if self.anchor == "reference":
+                bitrate_term = rnc_loss_from_distances(dist, labels, self.temperature, mask, anchors)
+            else:
+                pair = mask & coded[:, None] & coded[None, :]
+                bitrate_term = rnc_loss_from_distances(dist, labels, self.temperature, pair)
+        loss = self.visqol_weight * visqol_term + self.bitrate_weight * bitrate_term
+        return {"loss": loss, "visqol": visqol_term, "bitrate": bitrate_term}
+
+    def forward(self, features: Tensor, visqol: Tensor, bitrate: Tensor,
+                coded: Tensor | None = None, groups: Tensor | None = None,
+                distances: Tensor | None = None) -> Tensor:
+        return self.terms(features, visqol, bitrate, coded, groups, distances)["loss"]

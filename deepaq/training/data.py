@@ -1,0 +1,266 @@
+"""Corpus manifest -> tensors: the dataset, its collate function and the LightningDataModule.
+
+The manifest (JSONL, schema in DESIGN.md) is written by ``deepaq-prep``; audio paths in it are
+relative to the manifest's folder. Items are decoded at the model's input rate, mono, and cropped
+with the *same* offset as their reference, because corpus items are delay-compensated and a
+full-reference distance needs both sides aligned.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from deepaq.records import parse_float, read_jsonl
+
+#: Manifest columns training needs on every row.
+REQUIRED_COLUMNS = ("key", "excerpt_id", "split", "condition", "path", "reference", "visqol",
+                    "bitrate_label")
+
+
+def read_manifest(path: str | os.PathLike, split: str | Sequence[str] | None = None) -> list[dict]:
+    """Rows of a corpus manifest (optionally only some splits), checked for the needed columns."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: corpus manifest not found")
+    rows = read_jsonl(path)
+    if split is not None:
+        wanted = {split} if isinstance(split, str) else set(split)
+        rows = [r for r in rows if r.get("split") in wanted]
+    for i, row in enumerate(rows):
+        missing = [c for c in REQUIRED_COLUMNS if c not in row]
+        if missing:
+            raise ValueError(f"{path}: row {i} ({row.get('key')!r}) lacks columns {missing}")
+    return rows
+
+
+def is_clean(row: dict) -> bool:
+    """Clean items are the references themselves (infinite bitrate, no codec)."""
+    return row.get("condition") == "clean" or math.isinf(parse_float(row.get("bitrate_label")))
+
+
+class CorpusDataset(torch.utils.data.Dataset):
+    """One corpus item with its reference and labels, decoded on demand (``__getitem__``).
+
+    ``crop_seconds``: cut a window of that length (random when ``random_crop``, else centred) at the
+    same place in item and reference; ``None`` keeps whole excerpts. ``extra_columns`` are passed
+    through to the batch (numbers as tensors, anything else as lists), e.g. a domain label.
+    """
+
+    def __init__(self, manifest: str | os.PathLike, split: str | Sequence[str] | None = "train",
+                 sample_rate: int = 24000, crop_seconds: float | None = None,
+                 random_crop: bool = True, load_reference: bool = True,
+                 extra_columns: Sequence[str] = (), rows: list[dict] | None = None):
+        self.manifest = Path(manifest)
+        self.root = self.manifest.parent
+        self.rows = rows if rows is not None else read_manifest(self.manifest, split)
+        if not self.rows:
+            raise ValueError(f"{self.manifest}: no rows in split {split!r}")
+        self.sample_rate = int(sample_rate)
+        self.crop_seconds = crop_seconds
+        self.random_crop = random_crop
+        self.load_reference = load_reference
+        self.extra_columns = list(extra_columns)
+        self.excerpt_ids = [str(r["excerpt_id"]) for r in self.rows]
+        self.excerpt_index = {ex: i for i, ex in enumerate(sorted(set(self.excerpt_ids)))}
+        self.clean = [is_clean(r) for r in self.rows]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _window(self, row: dict) -> tuple[float | None, float | None]:
+        """Crop window in seconds, from the manifest's length (FLAC seeks, so only it is decoded)."""
+        if not self.crop_seconds:
+            return None, None
+        rate = float(row.get("sample_rate") or 0)
+        n = int(row.get("num_samples") or 0)
+        duration = n / rate if rate and n else None
+        if duration is None or duration <= self.crop_seconds:
+            return None, None
+        room = duration - self.crop_seconds
+        start = float(torch.rand(()).item()) * room if self.random_crop else room / 2
+        return start, start + self.crop_seconds
+
+    def _load(self, rel: str, start: float | None, end: float | None) -> torch.Tensor:
+        from deepaq.audio import load_audio
+
+        x = load_audio(self.root / rel, sample_rate=self.sample_rate, channels="mono",
+                       start=start, end=end)
+        return torch.from_numpy(x[0].copy())
+
+    def _crop_loaded(self, *waves: torch.Tensor) -> list[torch.Tensor]:
+        """Crop after decoding when the manifest did not give a length to crop by."""
+        n = min(w.shape[-1] for w in waves)
+        size = round((self.crop_seconds or 0) * self.sample_rate)
+        if not size or n <= size:
+            return list(waves)
+        room = n - size
+        start = int(torch.randint(0, room + 1, ()).item()) if self.random_crop else room // 2
+        return [w[start:start + size] for w in waves]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        row = self.rows[index]
+        start, end = self._window(row)
+        item = self._load(row["path"], start, end)
+        waves = [item]
+        if self.load_reference:
+            waves.append(self._load(row["reference"], start, end))
+        if start is None and self.crop_seconds:
+            waves = self._crop_loaded(*waves)
+        out: dict[str, Any] = {
+            "index": index,
+            "key": str(row["key"]),
+            "item": waves[0],
+            "visqol": parse_float(row["visqol"]),
+            "bitrate": parse_float(row["bitrate_label"]),
+            "excerpt": self.excerpt_index[str(row["excerpt_id"])],
+            "coded": not self.clean[index],
+        }
+        if self.load_reference:
+            out["reference"] = waves[1]
+        for col in self.extra_columns:
+            out[col] = row.get(col)
+        return out
+
+
+def pad_waves(waves: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad 1-D waves with zeros to ``[B, T]``; the lengths let the model mask the padding."""
+    lengths = torch.tensor([w.shape[-1] for w in waves], dtype=torch.long)
+    out = torch.zeros(len(waves), int(lengths.max()), dtype=waves[0].dtype)
+    for i, w in enumerate(waves):
+        out[i, : w.shape[-1]] = w
+    return out, lengths
+
+
+def collate_items(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Stack dataset samples: padded waves + lengths, label tensors, keys and extra columns."""
+    batch: dict[str, Any] = {}
+    batch["item"], batch["item_lengths"] = pad_waves([s["item"] for s in samples])
+    if "reference" in samples[0]:
+        batch["reference"], batch["reference_lengths"] = pad_waves(
+            [s["reference"] for s in samples])
+    batch["visqol"] = torch.tensor([s["visqol"] for s in samples], dtype=torch.float32)
+    batch["bitrate"] = torch.tensor([s["bitrate"] for s in samples], dtype=torch.float32)
+    batch["excerpt"] = torch.tensor([s["excerpt"] for s in samples], dtype=torch.long)
+    batch["coded"] = torch.tensor([s["coded"] for s in samples], dtype=torch.bool)
+    batch["index"] = torch.tensor([s["index"] for s in samples], dtype=torch.long)
+    batch["key"] = [s["key"] for s in samples]
+    fixed = {"item", "reference", "visqol", "bitrate", "excerpt", "coded", "index", "key"}
+    for col in samples[0]:
+        if col in fixed:
+            continue
+        values = [s[col] for s in samples]
+        if all(isinstance(v, (int, float, bool)) and not isinstance(v, str) for v in values):
+            batch[col] = torch.tensor(values)
+        else:
+            batch[col] = values
+    return batch
+
+
+class CorpusDataModule(pl.LightningDataModule):
+    """Train/val/test loaders over one corpus manifest (its ``split`` column picks the rows).
+
+    Training batches come from :class:`~deepaq.training.sampler.ExcerptBatchSampler`:
+    ``batch_size // conditions_per_excerpt`` excerpts x ``conditions_per_excerpt`` conditions.
+    The sampler shards itself across DDP ranks, so the Trainer runs with
+    ``use_distributed_sampler=False``; val/test loaders are sharded here as well (rank::world) and
+    the module gathers their outputs before computing correlations. Training batches carry no
+    reference audio (the clean item of each excerpt is in the batch) unless ``train_reference``,
+    for losses anchored on the reference.
+    """
+
+    def __init__(self, manifest: str, batch_size: int = 32, conditions_per_excerpt: int = 4,
+                 include_clean: bool = True, cover_all_conditions: bool = True,
+                 sample_rate: int = 24000, crop_seconds: float | None = None,
+                 val_crop_seconds: float | None = None, val_batch_size: int | None = None,
+                 num_workers: int = 0, pin_memory: bool = False, drop_last: bool = False,
+                 seed: int | None = None, train_split: str = "train", val_split: str = "val",
+                 test_split: str = "test", extra_columns: list[str] | None = None,
+                 train_reference: bool = False):
+        super().__init__()
+        if conditions_per_excerpt < 1 or batch_size < conditions_per_excerpt:
+            raise ValueError("need 1 <= conditions_per_excerpt <= batch_size")
+        self.manifest = manifest
+        self.batch_size = batch_size
+        self.conditions_per_excerpt = conditions_per_excerpt
+        self.include_clean = include_clean
+        self.cover_all_conditions = cover_all_conditions
+        self.sample_rate = sample_rate
+        self.crop_seconds = crop_seconds
+        self.val_crop_seconds = val_crop_seconds
+        self.val_batch_size = val_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.drop_last = drop_last
+        self.seed = seed
+        self.splits = {"train": train_split, "val": val_split, "test": test_split}
+        self.extra_columns = list(extra_columns or [])
+        self.train_reference = train_reference
+        self.datasets: dict[str, CorpusDataset] = {}
+        self._rows: list[dict] | None = None
+
+    def _dataset(self, which: str) -> CorpusDataset:
+        if which not in self.datasets:
+            if self._rows is None:
+                self._rows = read_manifest(self.manifest)
+            split = self.splits[which]
+            rows = [r for r in self._rows if r.get("split") == split]
+            if not rows:
+                raise ValueError(f"{self.manifest}: no rows with split {split!r}")
+            train = which == "train"
+            self.datasets[which] = CorpusDataset(
+                self.manifest, split, self.sample_rate,
+                crop_seconds=self.crop_seconds if train else self.val_crop_seconds,
+                random_crop=train, load_reference=self.train_reference or not train,
+                extra_columns=self.extra_columns, rows=rows)
+        return self.datasets[which]
+
+    def setup(self, stage: str | None = None) -> None:
+        needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",),
+                  "predict": ("test",)}.get(stage or "fit", ("train", "val"))
+        for which in needed:
+            self._dataset(which)
+
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 1
+        return int(trainer.global_rank), int(trainer.world_size)
+
+    def _loader(self, dataset, **kwargs) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(
+            dataset, collate_fn=collate_items, num_workers=self.num_workers,
+            pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0, **kwargs)
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        from deepaq.training.sampler import ExcerptBatchSampler
+
+        ds = self._dataset("train")
+        rank, world = self._rank_world()
+        seed = self.seed if self.seed is not None else torch.initial_seed() % 2**32
+        sampler = ExcerptBatchSampler(
+            ds.excerpt_ids, ds.clean,
+            excerpts_per_batch=max(1, self.batch_size // self.conditions_per_excerpt),
+            conditions_per_excerpt=self.conditions_per_excerpt,
+            include_clean=self.include_clean, cover_all_conditions=self.cover_all_conditions,
+            drop_last=self.drop_last, seed=int(seed), num_replicas=world, rank=rank)
+        return self._loader(ds, batch_sampler=sampler)
+
+    def _eval_loader(self, which: str) -> torch.utils.data.DataLoader:
+        ds = self._dataset(which)
+        rank, world = self._rank_world()
+        if world > 1:
+            ds = torch.utils.data.Subset(ds, list(range(rank, len(ds), world)))
+        return self._loader(ds, batch_size=self.val_batch_size, shuffle=False)
+
+    def val_dataloader(self) -> torch.utils.data.DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> torch.utils.data.DataLoader:
+        return self._eval_loader("test")

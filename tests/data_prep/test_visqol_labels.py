@@ -1,0 +1,162 @@
+"""The weak labeller must *be* ViSQOL v3 audio mode: upstream conformance values, sane ordering on
+real music, and clear errors on unusable input."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deepaq.audio import AudioError
+
+CONFORMANCE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "visqol_conformance"
+
+#: Upstream's own tolerance (google/visqol tests/conformance_test.cc).
+TOLERANCE = 1e-4
+#: visqol-python 3.8.0 reproduces this one case only to |delta| = 1.17e-4: its own published
+#: conformance table (package README, "Conformance Test Results") lists 2.3469 expected vs 2.3468
+#: (delta 0.000117), a residual of the port's numerics on this low-level, bass-heavy 24 kbps pair
+#: that upstream's 1e-4 just misses. 2e-4 keeps the check meaningful: every other case matches to
+#: < 1e-12 and any real regression moves scores by far more.
+LOOSER = {"contrabassoon_24kbps_aac": 2e-4}
+
+
+def _cases() -> list[dict]:
+    path = CONFORMANCE / "cases.json"
+    if not path.is_file():
+        return []
+    return json.loads(path.read_text())["cases"]
+
+
+@pytest.fixture(scope="module")
+def labeller():
+    from data_prep.visqol_labels import VisqolLabeller
+
+    lab = VisqolLabeller(mode="audio")
+    lab.warmup()
+    return lab
+
+
+@pytest.mark.skipif(not (CONFORMANCE / "cases.json").is_file(),
+                    reason=f"ViSQOL conformance data not found at {CONFORMANCE}")
+@pytest.mark.parametrize("case", _cases(), ids=lambda c: c["name"])
+def test_conformance_with_upstream_visqol(labeller, case):
+    """Full-length pairs, as upstream runs them, scored from the files."""
+    got = labeller.score_files(CONFORMANCE / case["reference"], CONFORMANCE / case["degraded"])
+    tol = LOOSER.get(case["name"], TOLERANCE)
+    assert abs(got - case["moslqo"]) <= tol, (case["name"], got, case["moslqo"])
+
+
+def test_conformance_cases_are_all_present():
+    if not (CONFORMANCE / "cases.json").is_file():
+        pytest.skip(f"ViSQOL conformance data not found at {CONFORMANCE}")
+    cases = _cases()
+    assert len(cases) >= 10
+    assert set(LOOSER) <= {c["name"] for c in cases}
+
+
+def _mp3_roundtrip(x: np.ndarray, kbps: int) -> np.ndarray:
+    """Code stereo 48 kHz audio to MP3 and back in memory (PyAV, libmp3lame)."""
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp3") as out:
+        stream = out.add_stream("libmp3lame", rate=48000, layout="stereo")
+        stream.bit_rate = kbps * 1000
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x), format="fltp",
+                                           layout="stereo")
+        frame.sample_rate = 48000
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    buf.seek(0)
+    with av.open(buf) as inp:
+        y = np.concatenate([f.to_ndarray() for f in inp.decode(audio=0)], axis=1)
+    return y.astype(np.float32)
+
+
+@pytest.mark.parametrize("name", ["guitar", "harpsichord"])
+def test_labels_fall_as_mp3_bitrate_falls(labeller, music_clip, name):
+    # MP3 at 48 kHz has no bitrate below 32 kbps (LAME clamps 16 -> 32), so stop at 32.
+    ref = music_clip(name, seconds=3.0, offset=1.0)
+    scores = [labeller.score(ref, _mp3_roundtrip(ref, kbps)) for kbps in (128, 64, 32)]
+    assert scores[0] > scores[1] > scores[2], scores
+    assert labeller.score(ref, ref) > scores[0]
+    assert all(1.0 <= s <= 5.0 for s in scores)
+
+
+def test_labels_fall_as_bandwidth_falls(labeller, music_clip):
+    from scipy.signal import butter, sosfiltfilt
+
+    ref = music_clip("moonlight", seconds=3.0, offset=2.0)
+    scores = []
+    for cutoff in (12000, 6000, 3000, 1500):
+        sos = butter(8, cutoff, fs=48000, output="sos")
+        scores.append(labeller.score(ref, sosfiltfilt(sos, ref, axis=1).astype(np.float32)))
+    assert all(a > b for a, b in zip(scores, scores[1:])), scores
+
+
+def test_channels_are_averaged_and_files_match_arrays(labeller, music_clip, tmp_path):
+    from deepaq.audio import write_audio
+
+    ref = music_clip("glock", seconds=2.0)
+    deg = _mp3_roundtrip(ref, 64)
+    stereo = labeller.score(ref, deg)
+    mono = labeller.score(ref.mean(axis=0, keepdims=True), deg.mean(axis=0, keepdims=True))
+    assert stereo == pytest.approx(mono, abs=1e-9)
+    # swapping channels leaves the mono downmix, hence the score, unchanged
+    assert labeller.score(ref[::-1], deg[::-1]) == pytest.approx(stereo, abs=1e-9)
+    write_audio(tmp_path / "r.wav", ref, 48000)
+    write_audio(tmp_path / "d.wav", deg, 48000)
+    assert labeller.score_files(tmp_path / "r.wav", tmp_path / "d.wav") == pytest.approx(
+        stereo, abs=1e-9)
+
+
+def test_other_rates_are_resampled_or_refused(labeller, music_clip):
+    from deepaq.audio import resample
+    from data_prep.visqol_labels import VisqolLabeller
+
+    ref = music_clip("sopr", seconds=2.0)
+    deg = _mp3_roundtrip(ref, 32)
+    at48 = labeller.score(ref, deg)
+    at44 = labeller.score(resample(ref, 48000, 44100), resample(deg, 48000, 44100), 44100)
+    assert abs(at44 - at48) < 0.1, (at44, at48)
+    strict = VisqolLabeller(mode="audio", resample=False)
+    with pytest.raises(AudioError, match="44100 Hz"):
+        strict.score(ref[:, :44100], deg[:, :44100], 44100)
+
+
+def test_silent_and_nan_inputs_raise_audio_error(labeller, music_clip):
+    ref = music_clip("guitar", seconds=1.0)
+    silent = np.zeros_like(ref)
+    with pytest.raises(AudioError, match="silent"):
+        labeller.score(ref, silent)
+    with pytest.raises(AudioError, match="silent"):
+        labeller.score(silent, ref)
+    bad = ref.copy()
+    bad[0, 100] = np.nan
+    with pytest.raises(AudioError, match="NaN"):
+        labeller.score(ref, bad)
+    with pytest.raises(AudioError, match="zero-length"):
+        labeller.score(ref, ref[:, :0])
+
+
+def test_speech_mode_runs_at_16k(music_clip):
+    from data_prep.visqol_labels import VisqolLabeller
+
+    speech = VisqolLabeller(mode="speech", speech_lattice=False)
+    assert speech.sample_rate == 16000
+    ref = music_clip("sopr", seconds=2.0)
+    lowpassed = _mp3_roundtrip(ref, 32)
+    clean, coded = speech.score(ref, ref), speech.score(ref, lowpassed)
+    assert 1.0 <= coded < clean <= 5.0
+
+
+def test_version_is_recorded():
+    from data_prep.visqol_labels import VISQOL_VERSION
+
+    assert VISQOL_VERSION == "3.8.0"

@@ -1,0 +1,239 @@
+"""Scorer: pairs, arrays, channel/rate policy, length policy, windowing/streaming, caching, NMR."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from deepaq.audio import AudioError, resample
+
+
+def tiny_model():
+    import torch
+
+    from deepaq.model import QualityModel
+
+    torch.manual_seed(0)
+    return QualityModel(backbone="logmel_cnn", backbone_args={"channels": [4, 8], "n_mels": 32},
+                        embed_dim=16)
+
+
+def lowpass(x: np.ndarray, cutoff: float, sr: int = 48000) -> np.ndarray:
+    from scipy.signal import butter, sosfiltfilt
+
+    return sosfiltfilt(butter(8, cutoff, fs=sr, output="sos"), x, axis=-1).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+@pytest.fixture(scope="module")
+def clips(music_clip, tmp_path_factory):
+    d = tmp_path_factory.mktemp("scoring")
+    ref = music_clip("guitar", seconds=2.0, offset=1.0)
+    rng = np.random.default_rng(0)
+    files = {"ref": ref, "lp": lowpass(ref, 3000.0),
+             "noisy": (ref + 0.05 * rng.standard_normal(ref.shape)).astype(np.float32)}
+    paths = {}
+    for name, x in files.items():
+        paths[name] = d / f"{name}.wav"
+        sf.write(paths[name], x.T, 48000, subtype="FLOAT")
+    return d, files, paths
+
+
+def make_scorer(model, **kw):
+    from deepaq.scoring import Scorer
+
+    kw.setdefault("window_s", 1.0)
+    kw.setdefault("device", "cpu")
+    return Scorer(model, **kw)
+
+
+def test_identical_is_zero_and_degraded_more(model, clips):
+    from deepaq.calibration import MonotonicCubic
+
+    _, _, p = clips
+    cal = MonotonicCubic().fit(np.linspace(0, 1, 20), np.linspace(4.8, 1.2, 20)).to_dict()
+    s = make_scorer(model, calibration=cal)
+    same = s.score(p["ref"], p["ref"])
+    assert same.distance == 0.0
+    assert same.windows == 2 and same.duration_s == pytest.approx(2.0, abs=1e-3)
+    for name in ("lp", "noisy"):
+        r = s.score(p["ref"], p[name])
+        assert r.distance > 1e-4
+        assert r.mos < same.mos  # calibration is decreasing in distance
+    assert same.mos == pytest.approx(4.8, abs=0.05)
+
+
+def test_arrays_tensors_and_files_agree(model, clips):
+    import torch
+
+    _, x, p = clips
+    s = make_scorer(model)
+    from_files = s.score(p["ref"], p["noisy"]).distance
+    from_arrays = s.score(x["ref"], x["noisy"], sample_rate=48000).distance
+    from_tensors = s.score(torch.from_numpy(x["ref"]), torch.from_numpy(x["noisy"]),
+                           sample_rate=48000).distance
+    assert from_arrays == pytest.approx(from_files, rel=1e-5)
+    assert from_tensors == pytest.approx(from_files, rel=1e-5)
+    with pytest.raises(ValueError, match="sample_rate"):
+        s.score(x["ref"], x["noisy"])
+    assert s.embed(p["ref"]).shape == (16,)
+
+
+def test_stereo_44k_vs_mono_24k(model, clips, tmp_path):
+    _, x, p = clips
+    stereo44 = resample(x["ref"], 48000, 44100)
+    mono24 = resample(x["ref"].mean(0, keepdims=True), 48000, 24000)
+    sf.write(tmp_path / "ref44.wav", stereo44.T, 44100)
+    sf.write(tmp_path / "deg24.flac", mono24.T, 24000)
+    s = make_scorer(model)
+    r = s.score(tmp_path / "ref44.wav", tmp_path / "deg24.flac")
+    assert r.duration_s == pytest.approx(2.0, abs=1e-3)
+    # same music at other rates/channels is closer than a 3 kHz low-pass of it
+    assert 0 < r.distance < s.score(p["ref"], p["lp"]).distance
+    # mono 48 kHz vs the stereo original: downmix policy makes it (nearly) identical
+    sf.write(tmp_path / "mono48.wav", x["ref"].mean(0, keepdims=True).T, 48000, subtype="FLOAT")
+    assert s.score(p["ref"], tmp_path / "mono48.wav").distance < 1e-4
+
+
+def test_length_policy(model, clips, tmp_path):
+    _, x, p = clips
+    s = make_scorer(model, length_tolerance_s=0.5)
+    longer = np.concatenate([x["noisy"], x["noisy"][:, :4800]], axis=1)  # +0.1 s
+    sf.write(tmp_path / "longer.wav", longer.T, 48000, subtype="FLOAT")
+    trimmed = s.score(p["ref"], tmp_path / "longer.wav")
+    assert trimmed.distance == pytest.approx(s.score(p["ref"], p["noisy"]).distance, rel=1e-5)
+    much = np.concatenate([x["noisy"]] * 2, axis=1)  # 4 s vs 2 s
+    sf.write(tmp_path / "much.wav", much.T, 48000, subtype="FLOAT")
+    with pytest.raises(AudioError, match="length mismatch") as err:
+        s.score(p["ref"], tmp_path / "much.wav")
+    assert "ref.wav" in str(err.value) and "much.wav" in str(err.value)
+
+
+def test_window_starts_cover_everything():
+    from deepaq.scoring import window_starts
+
+    assert window_starts(100, 200, 50) == [0]
+    starts = window_starts(1000, 300, 250)
+    assert starts == [0, 250, 500, 700]
+    covered = np.zeros(1000, bool)
+    for a in starts:
+        covered[a:a + 300] = True
+    assert covered.all()
+
+
+def test_long_file_windows_and_streaming_agree(model, music_clip, tmp_path):
+    ref = music_clip("strauss", seconds=9.0, offset=0.5)
+    deg = lowpass(ref, 5000.0)
+    sf.write(tmp_path / "r.wav", ref.T, 48000, subtype="FLOAT")
+    sf.write(tmp_path / "d.flac", deg.T, 48000)
+    mem = make_scorer(model, window_s=2.0, hop_s=1.5)
+    stream = make_scorer(model, window_s=2.0, hop_s=1.5, stream_threshold_s=1.0, batch_size=3)
+    a = mem.score(tmp_path / "r.wav", tmp_path / "d.flac")
+    b = stream.score(tmp_path / "r.wav", tmp_path / "d.flac")
+    assert a.windows == b.windows == 6  # starts 0, 1.5, .., 6 s and one aligned to the end (7 s)
+    assert b.distance == pytest.approx(a.distance, rel=1e-3)
+    # the average over windows equals the mean of the per-window distances
+    ew = mem.embed_windows(tmp_path / "r.wav")
+    dw = mem.embed_windows(tmp_path / "d.flac")
+    assert ew.shape[0] == 6
+    assert a.distance == pytest.approx(float(np.linalg.norm(ew - dw, axis=1).mean()), rel=1e-4)
+
+
+def test_streamed_silent_file_is_rejected(model, tmp_path):
+    sf.write(tmp_path / "silent.wav", np.zeros((48000 * 3, 1), np.float32), 48000)
+    s = make_scorer(model, stream_threshold_s=1.0)
+    with pytest.raises(AudioError, match="silent"):
+        s.score(tmp_path / "silent.wav", tmp_path / "silent.wav")
+
+
+def test_errors_per_pair_and_batching(model, clips, tmp_path):
+    _, x, p = clips
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF not really a wav file")
+    sf.write(tmp_path / "silent.wav", np.zeros((48000, 2), np.float32), 48000)
+    pairs = [(p["ref"], p["noisy"]), (p["ref"], tmp_path / "missing.wav"),
+             (p["ref"], tmp_path / "corrupt.wav"), (p["ref"], tmp_path / "silent.wav"),
+             (p["ref"], p["lp"])]
+    s1 = make_scorer(model, batch_size=1)
+    s8 = make_scorer(model, batch_size=8)
+    r1, r8 = s1.score_many(pairs), s8.score_many(pairs)
+    for i in (1, 2, 3):
+        assert isinstance(r8[i], AudioError)
+    assert "not found" in str(r8[1]) and "corrupt" in str(r8[2]) and "silent" in str(r8[3])
+    for i in (0, 4):
+        assert r8[i].distance == pytest.approx(r1[i].distance, rel=1e-4)
+    nan = x["ref"].copy()
+    nan[0, 10] = np.nan
+    with pytest.raises(AudioError, match="NaN"):
+        s8.score(x["ref"], nan, sample_rate=48000)
+
+
+def test_reference_embeddings_cached(model, clips, tmp_path):
+    _, _, p = clips
+    s = make_scorer(model, cache_dir=tmp_path / "cache")
+    pairs = [(p["ref"], p[n]) for n in ("noisy", "lp", "ref")]
+    first = s.score_many(pairs)
+    # 2 windows per file: the shared reference is embedded once (the identical degraded reuses it)
+    assert s.stats["embedded_windows"] == 2 * 3
+    again = make_scorer(model, cache_dir=tmp_path / "cache")
+    second = again.score_many(pairs)
+    assert again.stats["embedded_windows"] == 0 and again.stats["disk_hits"] >= 3
+    assert [r.distance for r in first] == [r.distance for r in second]
+    assert len(list((tmp_path / "cache").glob("*/*.npy"))) == 3
+
+
+def test_nmr_mode(model, music_clip, tmp_path):
+    from deepaq.scoring import load_centroid
+
+    refs = tmp_path / "clean"
+    refs.mkdir()
+    for name in ("guitar", "glock", "sopr"):
+        sf.write(refs / f"{name}.wav", music_clip(name, 1.0, 1.0).T, 48000, subtype="FLOAT")
+    s = make_scorer(model, window_s=1.0)
+    c = s.centroid(refs)
+    manual = np.mean([s.embed(refs / f"{n}.wav") for n in ("guitar", "glock", "sopr")], axis=0)
+    np.testing.assert_allclose(c, manual, rtol=1e-5)
+    np.save(tmp_path / "c.npy", c)
+    np.testing.assert_allclose(load_centroid(tmp_path / "c.npy"), c)
+    r = s.score_nmr(refs / "guitar.wav", c)
+    assert r.mode == "nmr" and r.mos is None
+    assert r.distance == pytest.approx(float(np.linalg.norm(manual - s.embed(refs / "guitar.wav"))),
+                                       rel=1e-5)
+    # a one-file reference set: that file's own (one-window) distance is 0, a degraded one's is not
+    one = s.centroid([refs / "glock.wav"])
+    assert s.score_nmr(refs / "glock.wav", one).distance == pytest.approx(0.0, abs=1e-6)
+    noisy = music_clip("glock", 1.0, 1.0) + 0.1 * np.random.default_rng(1).standard_normal((2, 48000))
+    assert s.score_nmr(noisy.astype(np.float32), one, sample_rate=48000).distance > 1e-3
+
+
+def test_scoring_does_not_import_lightning(clips):
+    _, _, p = clips
+    code = f"""
+import sys, torch
+from deepaq.model import QualityModel
+from deepaq.scoring import Scorer
+m = QualityModel(backbone="logmel_cnn", backbone_args={{"channels": [4], "n_mels": 16}}, embed_dim=8)
+r = Scorer(m, device="cpu", window_s=1.0).score({str(p["ref"])!r}, {str(p["lp"])!r})
+assert r.distance > 0
+bad = [k for k in sys.modules if k.split(".")[0] in ("lightning", "pytorch_lightning")
+       or k.startswith("deepaq.training")]
+print("BAD", bad)
+sys.exit(1 if bad else 0)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_from_pretrained_missing_is_clear(tmp_path, monkeypatch):
+    from deepaq.scoring import Scorer
+
+    monkeypatch.setenv("DEEPAQ_CHECKPOINT", str(tmp_path / "nope"))
+    with pytest.raises(FileNotFoundError, match="no DeePAQ checkpoint.*nope"):
+        Scorer.from_pretrained()
