@@ -429,11 +429,13 @@ def render_piece(cand: Candidate, out_path: str | os.PathLike, settings: RenderS
         mf.write()
         mf.close()
         audio = _synthesise(midi_path, wav_path, settings)
+    raw_level = rms_dbfs(audio[:, :int(settings.max_seconds * SAMPLE_RATE)])
+    if raw_level < settings.silence_dbfs:  # judged before normalisation, which would hide it
+        shown = "-inf" if raw_level == -math.inf else f"{raw_level:.1f}"
+        raise ValueError(f"silent render ({shown} dBFS < {settings.silence_dbfs} dBFS)")
     audio = finish_audio(audio, settings)
     duration = audio.shape[1] / SAMPLE_RATE
     level = rms_dbfs(audio)
-    if level < settings.silence_dbfs:
-        raise ValueError(f"silent render ({level:.1f} dBFS)")
     if duration < settings.min_seconds:
         raise ValueError(f"render too short ({duration:.2f} s < {settings.min_seconds} s)")
     write_audio(out_path, audio, SAMPLE_RATE, subtype=settings.subtype)
@@ -615,7 +617,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = read_jsonl(index)
     total = sum(float(r["duration"]) for r in rows)
     print(f"wrote {index}: {len(rows)} pieces, {total / 60:.1f} min of audio")
-    return 0 if rows else 1
+    wanted = min(args.pieces, len(args.works)) if args.works else args.pieces
+    return 0 if len(rows) >= wanted else 1
 
 
 __all__ = ["COMPOSERS", "ENSEMBLES", "Candidate", "RenderSettings", "RenderSetupError",

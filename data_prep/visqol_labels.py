@@ -19,10 +19,12 @@ Input handling, chosen to match the C++ ``visqol`` tool and to be safe in a batc
 * Reference and degraded may differ in length (upstream aligns them globally and drops patches the
   degraded signal does not cover), so no length check is made here.
 
-Timing (2-core CPU, numba on): about 1.3-2.6 s per 10-13 s stereo pair once warm. The first call
-in a process costs more: numba compiles the kernels (about 12 s) the first time the package is used
-in a fresh environment and caches them beside the package; later processes load that cache in about
-1-2 s. Call :meth:`VisqolLabeller.warmup` before timing anything.
+Timing (measured on the shared 2-core dev box, numba on, one thread): 1.2-2.6 s per 10-16 s stereo
+pair when the machine was quiet (the conformance pairs), about 5 s per 10 s pair under heavy
+contention (load 8-10); numba's default of all threads was no faster there (5.1 vs 5.05 s median).
+The first call in a process costs more: in a fresh environment numba compiles the kernels (12 s
+quiet, 45 s under load) and caches them beside the package; later processes load that cache and
+their first pair is no slower than the rest. Call :meth:`VisqolLabeller.warmup` before timing.
 """
 
 from __future__ import annotations
@@ -62,27 +64,27 @@ class VisqolLabeller:
         mode: ``"audio"`` (48 kHz, music; the corpus labels) or ``"speech"`` (16 kHz).
         resample: resample inputs at another rate to the mode's rate (default) instead of raising.
         silence_dbfs: signals whose RMS level is below this (dBFS) are rejected as silent.
-        num_threads: if given, cap numba's threads (set it to 1 inside a process pool, since the
-            patch-matching kernels are ``parallel=True`` and would otherwise oversubscribe cores).
+        num_threads: numba threads used by the ``parallel=True`` patch-matching kernels while
+            scoring. Default 1: with more threads visqol-python's parallel reductions make the
+            score vary run to run in the last digits (about 1e-14, measured), which would break
+            byte-identical manifests; one thread per process is also what a ``--jobs`` pool
+            wants. ``None`` uses numba's default (all cores) for a single interactive process.
         speech_lattice: speech mode only: use the deep-lattice mapper (upstream default, needs
             ``ai-edge-litert``); ``False`` uses the polynomial mapping; ``None`` picks what exists.
     """
 
     def __init__(self, mode: Mode = "audio", resample: bool = True,
-                 silence_dbfs: float = -90.0, num_threads: int | None = None,
+                 silence_dbfs: float = -90.0, num_threads: int | None = 1,
                  speech_lattice: bool | None = None):
         if mode not in MODE_SAMPLE_RATE:
             raise ValueError(f"mode must be 'audio' or 'speech', got {mode!r}")
-        if num_threads is not None:
-            import numba
-
-            numba.set_num_threads(int(num_threads))
         from visqol.visqol_manager import VisqolManager
 
         self.mode: str = mode
         self.sample_rate: int = MODE_SAMPLE_RATE[mode]
         self.resample: bool = bool(resample)
         self.silence_dbfs: float = float(silence_dbfs)
+        self.num_threads: int | None = None if num_threads is None else int(num_threads)
         self._manager = VisqolManager()
         self._manager.init(use_speech_mode=(mode == "speech"),
                            use_lattice_model=speech_lattice if mode == "speech" else None,
@@ -91,22 +93,15 @@ class VisqolLabeller:
     def info(self) -> dict:
         """Provenance of the labels, for the corpus manifest / metadata."""
         return {"implementation": "visqol-python", "version": VISQOL_VERSION, "mode": self.mode,
-                "sample_rate": self.sample_rate,
+                "sample_rate": self.sample_rate, "num_threads": self.num_threads,
                 "mapper": type(self._manager.quality_mapper).__name__}
 
     def score(self, reference: np.ndarray, degraded: np.ndarray,
               sample_rate: int = 48000) -> float:
         """MOS-LQO (1..5) of ``degraded`` against ``reference``, both ``(C, N)`` at ``sample_rate``."""
-        from visqol.audio_utils import AudioSignal
-
         ref = self._prepare(reference, sample_rate, "reference")
         deg = self._prepare(degraded, sample_rate, "degraded")
-        result = self._manager.run_from_signals(AudioSignal(ref, self.sample_rate),
-                                                AudioSignal(deg, self.sample_rate))
-        value = float(result.moslqo)
-        if not math.isfinite(value):
-            raise AudioError(None, f"ViSQOL returned a non-finite score ({value})")
-        return value
+        return self._run(ref, deg, None)
 
     def score_files(self, ref_path: str | os.PathLike, deg_path: str | os.PathLike) -> float:
         """Score two audio files (any format :func:`deepaq.audio.read_audio` decodes)."""
@@ -114,20 +109,32 @@ class VisqolLabeller:
         deg, sr_deg = read_audio(deg_path)
         ref = self._prepare(ref, sr_ref, "reference", ref_path)
         deg = self._prepare(deg, sr_deg, "degraded", deg_path)
-        from visqol.audio_utils import AudioSignal
-
-        result = self._manager.run_from_signals(AudioSignal(ref, self.sample_rate),
-                                                AudioSignal(deg, self.sample_rate))
-        value = float(result.moslqo)
-        if not math.isfinite(value):
-            raise AudioError(deg_path, f"ViSQOL returned a non-finite score ({value})")
-        return value
+        return self._run(ref, deg, deg_path)
 
     def warmup(self) -> None:
         """Trigger numba compilation / cache loading so that later calls run at full speed."""
         rng = np.random.default_rng(0)
         x = (0.1 * rng.standard_normal((1, self.sample_rate))).astype(np.float32)
         self.score(x, 0.9 * x, self.sample_rate)
+
+    def _run(self, ref: np.ndarray, deg: np.ndarray, where: str | os.PathLike | None) -> float:
+        from visqol.audio_utils import AudioSignal
+
+        if self.num_threads is not None:
+            import numba
+
+            previous = numba.get_num_threads()
+            numba.set_num_threads(min(self.num_threads, numba.config.NUMBA_NUM_THREADS))
+        try:
+            result = self._manager.run_from_signals(AudioSignal(ref, self.sample_rate),
+                                                    AudioSignal(deg, self.sample_rate))
+        finally:
+            if self.num_threads is not None:
+                numba.set_num_threads(previous)
+        value = float(result.moslqo)
+        if not math.isfinite(value):
+            raise AudioError(where, f"ViSQOL returned a non-finite score ({value})")
+        return value
 
     def _prepare(self, x: np.ndarray, sample_rate: int, role: str,
                  path: str | os.PathLike | None = None) -> np.ndarray:

@@ -13,6 +13,8 @@ from typing import Literal
 
 import numpy as np
 
+from deepaq.records import default_file_mode
+
 ChannelPolicy = Literal["keep", "mono", "stereo"]
 
 #: Extensions the loader accepts when scanning folders (anything soundfile or FFmpeg decodes).
@@ -206,6 +208,7 @@ def write_audio(path: str | os.PathLike, data: np.ndarray, sample_rate: int,
         subtype = {"FLAC": "PCM_24", "WAV": "FLOAT", "OGG": "VORBIS"}[fmt]
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, default_file_mode())
     try:
         sf.write(tmp, np.clip(data.T, -1.0, 1.0) if fmt == "FLAC" else data.T, sample_rate,
                  format=fmt, subtype=subtype)

@@ -95,11 +95,19 @@ def read_table(path: str | os.PathLike) -> list[dict]:
     raise ValueError(f"{path}: unknown table format {suffix!r} (use .jsonl, .json, .csv or .tsv)")
 
 
+def default_file_mode() -> int:
+    """rw for everyone the umask allows (mkstemp's 0600 would hide corpora from other users)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write text to ``path`` via a temp file in the same folder and ``os.replace``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, default_file_mode())
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)

@@ -111,3 +111,17 @@ def test_finish_audio_caps_and_normalises():
     assert rms_dbfs(y) == pytest.approx(-20.0, abs=0.5)  # quiet tone: RMS target sets gain
     loud = render.finish_audio(x * 60, render.RenderSettings(max_seconds=3.0, target_rms_dbfs=0))
     assert np.abs(loud).max() == pytest.approx(10 ** (-1 / 20), rel=1e-4)  # peak ceiling wins
+
+
+def test_silent_render_is_rejected_and_recorded(monkeypatch, tmp_path):
+    """A render that comes out silent must be listed as a reject, not normalised up to -20 dBFS."""
+    monkeypatch.setattr(render, "check_setup", lambda *a, **k: ("fluidsynth", render.SOUNDFONT))
+    monkeypatch.setattr(render, "_synthesise",
+                        lambda midi, wav, settings: np.full((2, 5 * 48000), 1e-6, np.float32))
+    index = render.render_corpus(tmp_path, n_pieces=1, max_seconds=4, works=["bach/bwv66.6"],
+                                 progress=False)
+    assert read_jsonl(index) == []
+    rejects = read_jsonl(tmp_path / "render_rejects.jsonl")
+    assert [r["key"] for r in rejects] == ["bach__bwv66.6"]
+    assert "silent render" in rejects[0]["reason"]
+    assert not list((tmp_path / "audio").glob("*.flac"))

@@ -13,8 +13,12 @@ from transformers import HubertConfig, HubertModel
 
 from deepaq.audio import resample
 from deepaq.backbones.mert import MERT_PREPROCESSOR, TINY_HUBERT_CONFIG
-from deepaq.checkpoint import (BackboneMismatchError, CheckpointError, load_checkpoint,
-                               save_checkpoint)
+from deepaq.checkpoint import (
+    BackboneMismatchError,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
 from deepaq.model import QualityModel
 
 LORA = {"r": 4, "alpha": 8, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}

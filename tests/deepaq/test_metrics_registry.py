@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
-from deepaq.metrics import (Metric, MetricInfo, available_metrics, get_metric, main_value,
-                            parse_metric_spec, register)
+from deepaq.metrics import (
+    Metric,
+    MetricInfo,
+    available_metrics,
+    get_metric,
+    main_value,
+    parse_metric_spec,
+    register,
+)
 
 
 def lowpass(x, cutoff, sr=48000):
@@ -51,7 +60,7 @@ def test_logmel_l1_orders_lowpass_cutoffs_and_noise(music_clip):
         x = music_clip(name, 2.0, 1.0)
         assert m.score(x, x, 48000) == 0.0
         cut = [m.score(x, lowpass(x, c), 48000) for c in (16000, 11000, 7000, 3500)]
-        assert all(a < b for a, b in zip(cut, cut[1:])), cut
+        assert all(a < b for a, b in itertools.pairwise(cut)), cut
         rng = np.random.default_rng(0)
         p = np.mean(x**2)
         noise = [m.score(x, x + rng.standard_normal(x.shape).astype(np.float32)

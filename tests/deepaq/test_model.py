@@ -94,7 +94,7 @@ def test_default_mert_lora_trainable_fraction_is_paper_value(caplog):
     """MERT-95M + LoRA r8 on q,v + 9984 -> 256 head: ~2.93 % trainable (built on the meta device)."""
     with caplog.at_level("INFO", logger="deepaq.model"), torch.device("meta"):
         model = QualityModel(backbone_args={"config": {}}, lora={})  # {} = DeePAQ's defaults
-    trainable, total = model.parameter_counts()
+    trainable, _ = model.parameter_counts()
     lora = 12 * 2 * 8 * (768 + 768)
     head = 13 * 768 * 256 + 256
     assert trainable == lora + head

@@ -172,3 +172,27 @@ def test_conformance_items():
     worst = max(diffs, key=lambda k: abs(diffs[k]))
     assert abs(diffs[worst]) <= tol, (worst, diffs)
     assert np.mean(np.abs(list(diffs.values()))) <= max(tol / 3, 0.02), diffs
+
+
+def test_vectorised_spreading_matches_the_loop_of_the_standard():
+    """Oracle: the per-band loop of BS.1387-1 section 2.1.7 (Kabal's reading), slow but plain."""
+    from deepaq.metrics import peaq as P
+
+    t = P._tables()
+
+    def spread_loop(e: np.ndarray, bs: np.ndarray) -> np.ndarray:
+        nc, a_l = e.size, 10 ** (-2.7 * P.DZ)
+        acc = np.zeros(nc)
+        for m in range(nc):
+            a_u = 10 ** ((-2.4 - 23 / t.fc[m]) * P.DZ) * e[m] ** (0.2 * P.DZ)
+            norm = (1 - a_l ** (m + 1)) / (1 - a_l) + (1 - a_u ** (nc - m)) / (1 - a_u) - 1
+            en = (e[m] / norm) ** 0.4
+            for i in range(nc):
+                acc[i] += en * (a_l ** (0.4 * (m - i)) if i <= m else a_u ** (0.4 * (i - m)))
+        return acc ** 2.5 / bs
+
+    bs = spread_loop(np.ones(t.fc.size), np.ones(t.fc.size))
+    np.testing.assert_allclose(t.bs, bs, rtol=1e-12)
+    e = 10 ** np.random.default_rng(0).uniform(0, 9, size=(2, t.fc.size)) + t.ein
+    np.testing.assert_allclose(P._spread(e, t), np.stack([spread_loop(r, bs) for r in e]),
+                               rtol=1e-10)
