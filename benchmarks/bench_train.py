@@ -128,7 +128,7 @@ def run_loader(num_workers: int, batches: int) -> dict:
         manifest = make_corpus(Path(tmp))
         dm = CorpusDataModule(str(manifest), batch_size=BATCH, conditions_per_excerpt=2,
                               sample_rate=RATE, crop_seconds=SECONDS, num_workers=num_workers,
-                              seed=0)
+                              seed=0, val_split="train")
         dm.setup("fit")
         loader = dm.train_dataloader()
         it = iter(loader)

@@ -355,20 +355,46 @@ def _midi_file(score, programs: list[int], pans: list[int]):
     return mf
 
 
-def _synthesise(midi_path: Path, wav_path: Path, settings: RenderSettings) -> np.ndarray:
-    exe, soundfont = check_setup()
-    cmd = [exe, "-ni", "-q", "-F", str(wav_path), "-T", "wav", "-O", "float",
-           "-r", str(SAMPLE_RATE), "-g", str(settings.synth_gain), str(soundfont), str(midi_path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=settings.timeout_s,
-                          check=False)
-    if proc.returncode != 0 or not wav_path.is_file():
-        raise RuntimeError(f"fluidsynth failed ({proc.returncode}): {proc.stderr.strip()[-300:]}")
-    import soundfile as sf
+def _synthesise(midi_path: Path, settings: RenderSettings) -> np.ndarray:
+    """fluidsynth -> (2, N) float32, reading at most ``max_seconds`` (+2 s for a silent start).
 
-    data, sr = sf.read(str(wav_path), dtype="float32", always_2d=True)
-    if sr != SAMPLE_RATE:
-        raise RuntimeError(f"fluidsynth wrote {sr} Hz, expected {SAMPLE_RATE}")
-    return np.ascontiguousarray(data.T)
+    fluidsynth renders until every voice has died away, and some scores leave a looped-sample note
+    sounding for ever: it then writes audio without end (hundreds of MB a minute). So it streams
+    raw samples to a pipe and is killed as soon as enough has arrived or the time is up.
+    """
+    import time
+
+    exe, soundfont = check_setup()
+    cmd = [exe, "-ni", "-q", "-F", "-", "-T", "raw", "-O", "float", "-E", "little",
+           "-r", str(SAMPLE_RATE), "-g", str(settings.synth_gain), str(soundfont), str(midi_path)]
+    want = int((settings.max_seconds + 2.0) * SAMPLE_RATE) * 2 * 4
+    chunks: list[bytes] = []
+    got = 0
+    deadline = time.monotonic() + settings.timeout_s
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err)
+        try:
+            assert proc.stdout is not None
+            while got < want:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"fluidsynth still running after {settings.timeout_s:.0f} s")
+                chunk = proc.stdout.read(min(1 << 20, want - got))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                got += len(chunk)
+            finished = got < want
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        if finished and proc.returncode != 0:
+            err.seek(0)
+            raise RuntimeError(f"fluidsynth failed ({proc.returncode}): "
+                               f"{err.read().decode(errors='replace').strip()[-300:]}")
+    data = np.frombuffer(b"".join(chunks), dtype="<f4")
+    data = data[:data.size - data.size % 2].reshape(-1, 2)
+    return np.ascontiguousarray(data.T, dtype=np.float32)
 
 
 def finish_audio(x: np.ndarray, settings: RenderSettings) -> np.ndarray:
@@ -424,11 +450,11 @@ def render_piece(cand: Candidate, out_path: str | os.PathLike, settings: RenderS
             raise ValueError("score has no parts")
         ensemble, programs, pans = choose_instrumentation(n_parts, rng, settings.ensembles)
         mf = _midi_file(score, programs, pans)
-        midi_path, wav_path = Path(tmp) / "piece.mid", Path(tmp) / "piece.wav"
+        midi_path = Path(tmp) / "piece.mid"
         mf.open(str(midi_path), "wb")
         mf.write()
         mf.close()
-        audio = _synthesise(midi_path, wav_path, settings)
+        audio = _synthesise(midi_path, settings)
     raw_level = rms_dbfs(audio[:, :int(settings.max_seconds * SAMPLE_RATE)])
     if raw_level < settings.silence_dbfs:  # judged before normalisation, which would hide it
         shown = "-inf" if raw_level == -math.inf else f"{raw_level:.1f}"

@@ -117,7 +117,7 @@ def test_silent_render_is_rejected_and_recorded(monkeypatch, tmp_path):
     """A render that comes out silent must be listed as a reject, not normalised up to -20 dBFS."""
     monkeypatch.setattr(render, "check_setup", lambda *a, **k: ("fluidsynth", render.SOUNDFONT))
     monkeypatch.setattr(render, "_synthesise",
-                        lambda midi, wav, settings: np.full((2, 5 * 48000), 1e-6, np.float32))
+                        lambda midi, settings: np.full((2, 5 * 48000), 1e-6, np.float32))
     index = render.render_corpus(tmp_path, n_pieces=1, max_seconds=4, works=["bach/bwv66.6"],
                                  progress=False)
     assert read_jsonl(index) == []
