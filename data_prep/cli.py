@@ -72,6 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("shards", nargs="+", help="manifest.shard-K-of-N.jsonl files")
     m.add_argument("-o", "--out", required=True, help="merged manifest path (same folder)")
 
+    pr = sub.add_parser("pairs", help="corpus manifest -> reference,degraded pairs (CSV/JSONL) for "
+                                      "'deepaq score' and 'deepaq eval' (ViSQOL as mos)")
+    pr.add_argument("manifest")
+    pr.add_argument("-o", "--out", required=True, help="pairs.csv or pairs.jsonl")
+    pr.add_argument("--split", default=None, help="only this split (train, val, test)")
+    pr.add_argument("--include-clean", action="store_true",
+                    help="also the clean item against itself")
+
     sub.add_parser("render", add_help=False,
                    help="render public-domain scores (music21 + fluidsynth) to 48 kHz FLAC")
     return p
@@ -98,6 +106,14 @@ def _build(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except (FileNotFoundError, ValueError) as exc:  # bad paths/config: one clear line, no trace
+        print(f"deepaq-prep: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "render":
         from data_prep.render import main as render_main
@@ -111,6 +127,15 @@ def main(argv: list[str] | None = None) -> int:
         from data_prep.summary import summarize
 
         print(summarize(read_manifest(args.manifest)))
+        return 0
+    if args.verb == "pairs":
+        from data_prep.manifest import read_manifest, to_pairs
+        from deepaq.records import write_table
+
+        rows = [r for r in read_manifest(args.manifest)
+                if args.split is None or r["split"] == args.split]
+        pairs = to_pairs(rows, Path(args.manifest).parent, include_clean=args.include_clean)
+        print(f"wrote {write_table(args.out, pairs)}: {len(pairs)} pairs")
         return 0
     if args.verb == "merge":
         from data_prep.manifest import merge_manifests

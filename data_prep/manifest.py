@@ -107,3 +107,21 @@ def merge_manifests(paths: list[str | os.PathLike], out: str | os.PathLike) -> P
                              f"({out.parent}) because item paths are relative to it")
         rows += read_jsonl(p)
     return write_manifest(out, rows)
+
+
+def to_pairs(rows: list[dict], manifest_dir: str | os.PathLike, absolute: bool = True,
+             include_clean: bool = False) -> list[dict]:
+    """Corpus rows -> reference/degraded pair rows (the shape ``deepaq score`` and ``deepaq eval``
+    read), with ViSQOL as ``mos`` and the excerpt as ``test`` so eval can report per excerpt."""
+    base = Path(manifest_dir)
+    out = []
+    for r in rows:
+        if r["codec"] is None and not include_clean:
+            continue
+        ref, deg = base / r["reference"], base / r["path"]
+        out.append({"key": r["key"],
+                    "reference": str(ref.resolve() if absolute else ref),
+                    "degraded": str(deg.resolve() if absolute else deg),
+                    "mos": r.get("visqol"), "condition": r["condition"], "test": r["excerpt_id"],
+                    "split": r["split"]})
+    return out

@@ -160,3 +160,51 @@ class RnCLoss(nn.Module):
                 coded: Tensor | None = None, groups: Tensor | None = None,
                 distances: Tensor | None = None) -> Tensor:
         return self.terms(features, visqol, bitrate, coded, groups, distances)["loss"]
+
+
+class ReferenceRankLoss(nn.Module):
+    """Rank each coded item's distance *to its own reference* against its ViSQOL label, batch-wide.
+
+    A full-reference metric is the distance d_i = D(ref(i), i); what users need is that d orders
+    items as the label does, across excerpts too (pooled correlation), not only within one. For
+    every pair of coded items with y_i > y_j + ``min_gap`` the loss is the logistic ranking loss
+    softplus((d_i - d_j) / (t * mean(d))): dividing by the batch mean makes it scale-free, so the
+    model cannot win by inflating distances. Pairs from the same excerpt can be weighted apart
+    (``within_weight``). Needs each coded item's clean reference in the batch (the excerpt batch
+    sampler with ``include_clean``), and the pairwise distances the training module provides.
+    """
+
+    def __init__(self, temperature: float = 0.1, min_gap: float = 0.02, within_weight: float = 1.0,
+                 across_weight: float = 1.0):
+        super().__init__()
+        self.temperature, self.min_gap = float(temperature), float(min_gap)
+        self.within_weight, self.across_weight = float(within_weight), float(across_weight)
+
+    def terms(self, visqol: Tensor, groups: Tensor, bitrate: Tensor, features: Tensor | None = None,
+              distances: Tensor | None = None, coded: Tensor | None = None) -> dict[str, Tensor]:
+        dist = pairwise_l2(features) if distances is None else distances
+        device = dist.device
+        groups, visqol = groups.to(device), visqol.to(device)
+        coded = torch.isfinite(bitrate.to(device)) if coded is None else coded.to(device).bool()
+        ref = (groups[:, None] == groups[None, :]) & ~coded[None, :]           # [item, clean]
+        has_ref = coded & ref.any(1)
+        d = (dist * ref).sum(1) / ref.sum(1).clamp(min=1)                      # [B]
+        zero = dist.sum() * 0.0
+        if int(has_ref.sum()) < 2:
+            return {"loss": zero, "within": zero, "across": zero}
+        d = d / d[has_ref].mean().clamp(min=1e-8)
+        better = (visqol[:, None] > visqol[None, :] + self.min_gap) & has_ref[:, None] & has_ref[None, :]
+        same = groups[:, None] == groups[None, :]
+        logits = (d[:, None] - d[None, :]) / self.temperature                  # want d_i < d_j
+        pair_loss = torch.nn.functional.softplus(logits)
+        out = {}
+        for name, sel, w in (("within", better & same, self.within_weight),
+                             ("across", better & ~same, self.across_weight)):
+            out[name] = pair_loss[sel].mean() if bool(sel.any()) else zero
+        out["loss"] = self.within_weight * out["within"] + self.across_weight * out["across"]
+        return out
+
+    def forward(self, visqol: Tensor, groups: Tensor, bitrate: Tensor,
+                features: Tensor | None = None, distances: Tensor | None = None,
+                coded: Tensor | None = None) -> Tensor:
+        return self.terms(visqol, groups, bitrate, features, distances, coded)["loss"]

@@ -20,13 +20,13 @@ def test_nll_matches_scipy_multivariate_normal():
     y = mean + torch.randn(5, 4)
     nll = gaussian_nll(mean.double(), chol.double(), y.double()).numpy()
     for b in range(5):
-        prec = (chol[b] @ chol[b].T).double().numpy()
+        prec = (chol[b].double() @ chol[b].double().T).numpy()
         assert np.all(np.linalg.eigvalsh(prec) > 0), "precision must be positive definite"
         ref = -multivariate_normal(mean[b].double().numpy(), np.linalg.inv(prec)).logpdf(
             y[b].double().numpy())
         assert nll[b] == pytest.approx(ref, rel=1e-9, abs=1e-9)
     cov = covariance(chol.double())
-    np.testing.assert_allclose(cov[0].numpy(), np.linalg.inv((chol[0] @ chol[0].T).double()),
+    np.testing.assert_allclose(cov[0].numpy(), np.linalg.inv((chol[0].double() @ chol[0].double().T).numpy()),
                                rtol=1e-8, atol=1e-10)
 
 
