@@ -134,6 +134,13 @@ class DeePAQModule(pl.LightningModule):
         export_dir: where the best model goes at the end of ``fit`` (``save_checkpoint`` format);
             default ``<log_dir>/model``. ``None`` and no trainer log dir: ``default_root_dir/model``.
         calibrate: fit a monotonic cubic distance -> ViSQOL on the val split and store it.
+        val_label: the batch column the validation distances are correlated with (default
+            ``visqol``; e.g. ``quality`` for a JND corpus, or a MOS column listed in
+            ``data.extra_columns``).
+
+    Loss components may define ``setup_training(pl_module)`` (called at fit start, e.g. to assign
+    domain labels) and ``export(directory)`` (called after the model is saved, e.g. a MOS head);
+    their weights follow the best validated epoch like the model's.
     """
 
     def __init__(self, model: dict | None = None, loss: dict | None = None,
@@ -141,7 +148,7 @@ class DeePAQModule(pl.LightningModule):
                  weight_decay: float = 0.01, betas: tuple[float, float] = (0.9, 0.999),
                  lr_factor: float = 0.99, lr_patience: int = 10, monitor: str = "val/spearman",
                  init_checkpoint: str | None = None, export_dir: str | None = None,
-                 calibrate: bool = True):
+                 calibrate: bool = True, val_label: str = "visqol"):
         super().__init__()
         self.save_hyperparameters()
         if init_checkpoint:
@@ -175,6 +182,13 @@ class DeePAQModule(pl.LightningModule):
         if rate is not None and model_rate is not None and int(rate) != int(model_rate):
             raise ValueError(f"data.sample_rate={rate} but the model expects {model_rate} Hz; "
                              f"set data.sample_rate: {model_rate} in the recipe")
+        for fn in self._components().values():
+            if hasattr(fn, "setup_training"):
+                fn.setup_training(self)
+
+    def _components(self) -> dict[str, torch.nn.Module]:
+        """The main loss and the auxiliary losses, by name."""
+        return {"loss_fn": self.loss_fn, **dict(self.aux_losses.items())}
 
     # -- training --------------------------------------------------------------------------------
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
@@ -226,8 +240,13 @@ class DeePAQModule(pl.LightningModule):
         return self.model.distance(ref, item).float()
 
     def _eval_step(self, batch: dict[str, Any]) -> None:
+        label = batch[self.hparams.val_label]
+        if not torch.is_tensor(label):
+            from deepaq.records import parse_float
+
+            label = torch.tensor([parse_float(v) for v in label])
         self._eval_outputs.append({"distance": self.distances(batch).detach(),
-                                   "visqol": batch["visqol"].float(),
+                                   "visqol": label.float().to(self.device),
                                    "excerpt": batch["excerpt"].float(),
                                    "index": batch["index"].float()})
 
@@ -279,7 +298,10 @@ class DeePAQModule(pl.LightningModule):
         if self.best is None or score > self.best["score"]:
             self.best = {"score": score, "epoch": int(self.current_epoch), "stats": stats,
                          "distance": data["distance"], "visqol": data["visqol"],
-                         "state": self._trained_state()}
+                         "state": self._trained_state(),
+                         "components": {name: {k: v.detach().to("cpu", copy=True)
+                                               for k, v in fn.state_dict().items()}
+                                        for name, fn in self._components().items()}}
 
     def on_test_epoch_end(self) -> None:
         _, data = self._log_correlations("test")
@@ -307,6 +329,8 @@ class DeePAQModule(pl.LightningModule):
             missing = self.model.load_state_dict(self.best["state"], strict=False).unexpected_keys
             if missing:
                 raise RuntimeError(f"best state has unexpected keys {missing[:5]}")
+            for name, fn in self._components().items():
+                fn.load_state_dict(self.best["components"][name])
         if not self.trainer.is_global_zero:
             return
         self.exported_to = self.export(self._export_dir())
@@ -338,6 +362,9 @@ class DeePAQModule(pl.LightningModule):
         out = Path(save_checkpoint(self.model, directory, calibration=calibration,
                                    metadata=metadata))
         self.model.train(was_training)
+        for fn in self._components().values():
+            if hasattr(fn, "export"):
+                fn.export(out)
         text = self.resolved_config
         if text is None:
             import yaml
