@@ -49,7 +49,9 @@ def checkpoint_dir(arg: str | None, tmp: Path) -> tuple[Path, str]:
     from deepaq.model import QualityModel
 
     torch.manual_seed(0)
-    model = QualityModel(backbone="logmel_cnn", embed_dim=256)
+    # explicit sizes: the recorded config must rebuild this model even if defaults change
+    model = QualityModel(backbone="logmel_cnn", embed_dim=256,
+                         backbone_args={"n_mels": 128, "channels": [8, 16, 32, 64]})
     return save_checkpoint(model, tmp / "random_init"), "random-init logmel_cnn (no default yet)"
 
 
@@ -130,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--quick", action="store_true", help="batch size 8 only, 5-minute long file")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--long-minutes", type=float, default=None)
+    p.add_argument("--long-minutes", type=float, default=None,
+                   help="length of the long pair (default 60, 5 with --quick; 0 skips it)")
+    p.add_argument("--long-only", action="store_true", help="only the long-file measurement")
     args = p.parse_args(argv)
     cases = json.loads(CASES.read_text())["cases"]
     base = CASES.parent
@@ -140,13 +144,14 @@ def main(argv: list[str] | None = None) -> int:
         ckpt, label = checkpoint_dir(args.checkpoint, tmp)
         print(f"checkpoint: {label}\ndevice: {args.device}\npairs: {len(pairs)} shared pairs "
               f"(7-16 s, 48 kHz stereo)\n")
-        v = time_visqol(pairs)
-        print(f"ViSQOL (visqol-python, audio mode): {v:.3f} pairs/s")
-        sizes = (8,) if args.quick else (1, 8, 32)
-        shared = make_shared_ref_set(pairs, tmp)
-        print("\n| batch | DeePAQ pairs/s (10 pairs) | ratio vs ViSQOL | shared-ref set (50 pairs) "
-              "no cache | with cache | cache speed-up |")
-        print("|---|---|---|---|---|---|")
+        sizes = () if args.long_only else (8,) if args.quick else (1, 8, 32)
+        if sizes:
+            v = time_visqol(pairs)
+            print(f"ViSQOL (visqol-python, audio mode): {v:.3f} pairs/s")
+            shared = make_shared_ref_set(pairs, tmp)
+            print("\n| batch | DeePAQ pairs/s (10 pairs) | ratio vs ViSQOL | shared-ref set "
+                  "(50 pairs) no cache | with cache | cache speed-up |")
+            print("|---|---|---|---|---|---|")
         for bs in sizes:
             d = time_deepaq(ckpt, pairs, bs, True, args.device)
             nc = time_deepaq(ckpt, shared, bs, False, args.device)
@@ -154,7 +159,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {bs} | {d:.2f} | {d / v:.1f}x | {nc:.2f} | {wc:.2f} | {wc / nc:.2f}x |",
                   flush=True)
         print(f"\npeak RSS of this process so far: {peak_rss_mb():.0f} MB")
-        minutes = args.long_minutes or (5.0 if args.quick else 60.0)
+        minutes = args.long_minutes if args.long_minutes is not None else (
+            5.0 if args.quick else 60.0)
+        if minutes <= 0:
+            return 0
         ref, deg = tmp / "long_ref.wav", tmp / "long_deg.wav"
         write_long(pairs[6][0], ref, minutes)
         write_long(pairs[6][1], deg, minutes)

@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--include-clean", action="store_true",
                     help="also the clean item against itself")
 
+    sub.add_parser("jnd", add_help=False,
+                   help="JND-pair weak labels: degrade clean excerpts on a level grid")
     sub.add_parser("render", add_help=False,
                    help="render public-domain scores (music21 + fluidsynth) to 48 kHz FLAC")
     return p
@@ -119,6 +121,10 @@ def _main(argv: list[str] | None = None) -> int:
         from data_prep.render import main as render_main
 
         return int(render_main(argv[1:]) or 0)
+    if argv and argv[0] == "jnd":
+        from data_prep.jnd import main as jnd_main
+
+        return int(jnd_main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     if args.verb == "build":
         return _build(args)

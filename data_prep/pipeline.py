@@ -276,8 +276,10 @@ def build_corpus(inputs: list[str | os.PathLike], out_dir: str | os.PathLike,
             pool = None
         else:
             from concurrent.futures import ProcessPoolExecutor
+            from multiprocessing import get_context
 
-            pool = ProcessPoolExecutor(max_workers=jobs)
+            # spawn, not fork: a fork of a process holding torch/numba thread pools can deadlock
+            pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"))
             results = pool.map(_run_one, work, chunksize=1)
         try:
             for record in results:

@@ -558,8 +558,9 @@ def render_corpus(out_dir: str | os.PathLike, n_pieces: int = 50, max_seconds: f
                 take(_render_job(cand, str(out_dir / rel_path(cand)), settings), cand)
         else:
             from concurrent.futures import ProcessPoolExecutor
+            from multiprocessing import get_context
 
-            with ProcessPoolExecutor(max_workers=jobs) as pool:
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
                 pending: deque = deque()
                 while True:
                     # never more in flight than still needed: results are taken in plan order,

@@ -409,7 +409,7 @@ class Scorer:
             if job.emb is None:
                 job.emb = self._cache_get(job)
             if job.emb is None:
-                if job.key in first:
+                if job.key in first and self._memory_items > 0:  # 0 items: caching off
                     twins.append((job, first[job.key]))
                     continue
                 first[job.key] = job
@@ -505,7 +505,10 @@ class Scorer:
     def iter_score(self, pairs: Iterable[tuple[AudioInput, AudioInput]],
                    sample_rate: int | None = None, batch_size: int | None = None,
                    ) -> Iterator[tuple[int, ScoreResult | Exception]]:
-        """Yield ``(index, result or exception)`` in input order, batching windows across pairs."""
+        """Yield ``(index, result or exception)`` in input order, batching windows across pairs.
+
+        ``batch_size`` (windows per forward pass, also pairs per chunk) sets ``self.batch_size``.
+        """
         if batch_size is not None:
             self.batch_size = max(1, int(batch_size))
         chunk: list[tuple[int, Any, Any]] = []

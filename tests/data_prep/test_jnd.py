@@ -96,7 +96,7 @@ def test_jnd_loss_pulls_within_and_pushes_beyond():
                          requires_grad=True)
     terms = loss.terms(batch, groups, features=feats)
     # within: (0, 1) at d=0.5; beyond: (0, 2) d=0.2 and (1, 2) d=0.3, margin 1
-    assert float(terms["pull"]) == pytest.approx(0.25)
-    assert float(terms["push"]) == pytest.approx((0.8 ** 2 + 0.7 ** 2) / 2)
+    assert terms["pull"].item() == pytest.approx(0.25)
+    assert terms["push"].item() == pytest.approx((0.8 ** 2 + 0.7 ** 2) / 2)
     terms["loss"].backward()
     assert feats.grad[3].abs().sum() == 0 and feats.grad[4].abs().sum() == 0

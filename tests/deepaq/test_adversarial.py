@@ -8,9 +8,16 @@ import pytest
 import torch
 from scipy.stats import pearsonr
 
-from deepaq.adversarial import (DomainAdversarialLoss, GradientReversal, dann_lambda,
-                                grad_reverse, kmeans_labels, linear_probe, random_labels,
-                                source_labels)
+from deepaq.adversarial import (
+    DomainAdversarialLoss,
+    GradientReversal,
+    dann_lambda,
+    grad_reverse,
+    kmeans_labels,
+    linear_probe,
+    random_labels,
+    source_labels,
+)
 
 
 def test_gradient_reversal_flips_sign_and_scales():

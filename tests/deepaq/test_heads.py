@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from deepaq.heads import (MultiGaussHead, MultiGaussLoss, covariance, gaussian_nll, load_head,
-                          predict_mos, save_head)
+from deepaq.heads import (
+    MultiGaussHead,
+    MultiGaussLoss,
+    covariance,
+    gaussian_nll,
+    load_head,
+    predict_mos,
+    save_head,
+)
 
 
 def test_nll_matches_scipy_multivariate_normal():
