@@ -1,9 +1,11 @@
 """``deepaq score``: score one pair, or a batch file of pairs, with DeePAQ or any registry metric.
 
-One pair prints the distance and MOS. A batch (``--input pairs.csv|.jsonl``) writes one row per input
-row, in input order, echoing key/reference/degraded plus ``distance``, ``mos`` and ``error`` (null
-when fine); a failing row is recorded and the batch goes on; the exit status is 1 when any row
-failed. Relative paths in the input are resolved against the input file's folder. Rows are written
+One pair prints the distance and MOS; a checkpoint with a MultiGauss MOS head also prints each
+aspect's predicted MOS and standard deviation (``mos_PQ: 3.21 ± 0.40``). A batch
+(``--input pairs.csv|.jsonl``) writes one row per input row, in input order, echoing
+key/reference/degraded plus ``distance``, ``mos`` (with a MOS head: ``mos_<aspect>`` and
+``std_<aspect>``) and ``error`` (null when fine); a failing row is recorded and the batch goes on;
+the exit status is 1 when any row failed. Relative paths in the input are resolved against the input file's folder. Rows are written
 to JSONL as they are scored (``--resume`` skips keys already there); a CSV output is written
 atomically at the end from that JSONL progress file (``OUTPUT.partial.jsonl``).
 """
@@ -99,6 +101,18 @@ class _ModelBackend:
                 raise SystemExit("deepaq score: --mode nmr needs --nmr-references")
             self.centroid = self.scorer.centroid(args.nmr_references, progress=not args.no_progress)
 
+    def value_columns(self) -> list[str]:
+        """Result columns every row gets (null on a failed row)."""
+        cols = ["distance", "mos"]
+        head = self.scorer.mos_head
+        if head is not None:
+            if head.aspects == ["mos"]:
+                cols += ["mos_mean", "mos_std"]
+            else:
+                for a in head.aspects:
+                    cols += [f"mos_{a}", f"std_{a}"]
+        return cols
+
     def iter_rows(self, items: list[dict]):
         if self.mode == "nmr":
             for i, item in enumerate(items):
@@ -120,6 +134,9 @@ class _MetricBackend:
 
         self.metric = get_metric(spec)
         self.tolerance = args.length_tolerance
+
+    def value_columns(self) -> list[str]:
+        return ["score"]
 
     def iter_rows(self, items: list[dict]):
         from deepaq.metrics import main_value
@@ -204,11 +221,42 @@ def _one_pair(args: argparse.Namespace) -> int:
     if isinstance(result, Exception):
         print(f"deepaq score: {_error_text(result)}", file=sys.stderr)
         return 1
+    for line in format_result(result):
+        print(line)
+    return 0
+
+
+def _std_key(key: str, result: dict) -> str | None:
+    """The std entry paired with a MOS head's mean entry ``key`` (``mos_<aspect>``), if any."""
+    if not key.startswith("mos_") or key == "mos_std":
+        return None
+    aspect = key[4:]
+    for cand in (f"std_{aspect}", "mos_std" if aspect == "mean" else None):
+        if cand and cand in result:
+            return cand
+    return None
+
+
+def format_result(result: dict) -> list[str]:
+    """``key: value`` lines; a MOS head's mean and std share one line, ``mos_PQ: 3.21 ± 0.40``."""
+    pm = "±"
+    try:
+        pm.encode(sys.stdout.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        pm = "+/-"
+    paired = {s for k in result if (s := _std_key(k, result))}
+    lines = []
     for k, v in result.items():
+        if k in paired:
+            continue
+        std = _std_key(k, result)
+        if std is not None and isinstance(v, float) and isinstance(result[std], float):
+            lines.append(f"{k}: {v:.2f} {pm} {result[std]:.2f}")
+            continue
         if isinstance(v, float):
             v = f"{v:.6g}"
-        print(f"{k}: {v}")
-    return 0
+        lines.append(f"{k}: {v}")
+    return lines
 
 
 def _batch(args: argparse.Namespace) -> int:
@@ -243,8 +291,7 @@ def _batch(args: argparse.Namespace) -> int:
         from tqdm import tqdm
 
         it = tqdm(it, total=len(todo), desc="deepaq score", unit="pair", file=sys.stderr)
-    value_cols = ["score"] if args.metric and not args.metric.startswith("deepaq") else \
-        ["distance", "mos"]
+    value_cols = backend.value_columns() if backend is not None else []
     try:
         for i, result in it:
             item = todo[i]

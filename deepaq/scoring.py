@@ -4,6 +4,7 @@
     s = Scorer.from_pretrained()                 # checkpoints/deepaq-small or $DEEPAQ_CHECKPOINT
     r = s.score("ref.wav", "deg.wav")            # ScoreResult(distance=..., mos=...)
     r = s.score(ref_array, deg_array, sample_rate=44100)
+    r.extra                                      # {"mos_PQ": .., "std_PQ": ..} with a MOS head
     e = s.embed("x.flac")                        # time-pooled embedding, shape (D,)
 
 Policies (also in the README):
@@ -28,7 +29,13 @@ Policies (also in the README):
 - **NMR mode** (non-matching reference): the degraded file is compared with the centroid (mean) of
   the time-pooled embeddings of a set of clean references; the distance is the mean over the
   degraded file's windows of the Euclidean distance of each window's pooled embedding to that
-  centroid. No MOS is given in this mode (the calibration was fitted on full-reference distances).
+  centroid. No calibrated MOS is given in this mode (the calibration was fitted on full-reference
+  distances); a MOS head's prediction (below) is, since it reads the degraded file alone.
+- **MOS head**: a checkpoint trained with the MultiGauss head (``mos_head.yaml`` +
+  ``mos_head.safetensors`` beside the model, :mod:`deepaq.heads`) also predicts, from the degraded
+  file's window embeddings (averaged), a MOS and its standard deviation per aspect:
+  ``ScoreResult.extra`` = ``{"mos_<aspect>": mean, "std_<aspect>": std}`` (one aspect named
+  ``mos``: ``mos_mean``/``mos_std``), merged into ``to_dict()``.
 - **Identical inputs** give distance 0 exactly (same windows, same embeddings); the calibrated MOS of
   distance 0 is the calibration's value at its lowest fitted distance.
 
@@ -56,22 +63,28 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "deep
 DEFAULT_WINDOW_S = 4.0
 SILENCE_DBFS = -70.0
 _STREAM_MARGIN_S = 0.01  # extra native audio around a streamed window so resampling edges are clean
+_HEAD_CONFIG = "mos_head.yaml"  # = deepaq.heads.HEAD_CONFIG, checked before importing the module
 
 AudioInput = Any  # str | os.PathLike | np.ndarray | torch.Tensor
 
 
 @dataclass
 class ScoreResult:
-    """One pair's score: ``distance`` (lower is better) and ``mos`` (calibrated, or None)."""
+    """One pair's score: ``distance`` (lower is better) and ``mos`` (calibrated, or None);
+    ``extra`` holds a MOS head's per-aspect ``mos_<aspect>``/``std_<aspect>`` (None without one)."""
 
     distance: float
     mos: float | None
     windows: int
     duration_s: float
     mode: str = "fr"
+    extra: dict | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Flat row: the fields, then the ``extra`` entries (the batch output's columns)."""
+        d = asdict(self)
+        d.update(d.pop("extra") or {})
+        return d
 
 
 def default_checkpoint_path() -> Path:
@@ -248,11 +261,14 @@ class Scorer:
                  window_s: float | None = None, hop_s: float | None = None, batch_size: int = 8,
                  length_tolerance_s: float = 0.5, stream_threshold_s: float = 600.0,
                  cache_dir: str | os.PathLike | None = None, checkpoint_dir: str | None = None,
-                 metadata: dict | None = None, memory_cache_items: int = 512):
+                 metadata: dict | None = None, memory_cache_items: int = 512,
+                 mos_head: Any = None):
         from deepaq.calibration import MonotonicCubic
 
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
+        # optional deepaq.heads.MultiGaussHead: per-aspect MOS + std from the degraded embedding
+        self.mos_head = mos_head.to(self.device).eval() if mos_head is not None else None
         self.sample_rate = int(model.sample_rate)
         self.metadata = metadata or {}
         self.calibration = MonotonicCubic.from_dict(calibration) if calibration else None
@@ -290,6 +306,10 @@ class Scorer:
         device = resolve_device(device)
         model, calibration = load_checkpoint(path, device=device)
         cfg = yaml.safe_load((path / "config.yaml").read_text()) or {}
+        if "mos_head" not in kwargs and (path / _HEAD_CONFIG).is_file():
+            from deepaq.heads import load_head
+
+            kwargs["mos_head"] = load_head(path, device)
         return cls(model, calibration, device=device, checkpoint_dir=str(path),
                    metadata=cfg.get("metadata") or {}, **kwargs)
 
@@ -447,20 +467,30 @@ class Scorer:
                                     torch.from_numpy(np.ascontiguousarray(b)))
         return d.float().cpu().numpy().reshape(-1)
 
-    def _result(self, dists: np.ndarray, n: int, mode: str = "fr") -> ScoreResult:
+    def _result(self, dists: np.ndarray, n: int, mode: str = "fr",
+                deg_windows: np.ndarray | None = None) -> ScoreResult:
+        """``deg_windows``: the degraded input's window embeddings ``[W, ...]`` for the MOS head."""
         d = float(np.mean(dists))
         if not math.isfinite(d):
             raise ValueError("model produced a non-finite distance")
         mos = None
         if self.calibration is not None and mode == "fr":
             mos = float(self.calibration(d))
+        extra = None
+        if self.mos_head is not None and deg_windows is not None:
+            extra = predict_head_mos(self.mos_head, deg_windows)
+            if not all(math.isfinite(v) for v in extra.values()):
+                raise ValueError("MOS head produced a non-finite prediction")
         return ScoreResult(distance=d, mos=mos, windows=len(dists),
-                           duration_s=n / self.sample_rate, mode=mode)
+                           duration_s=n / self.sample_rate, mode=mode, extra=extra)
 
     def _score_streamed(self, rjob: _Job, djob: _Job) -> ScoreResult:
         cached = self._cache_get(rjob)
         dists, rembs = [], []
+        dpooled: list[np.ndarray] | None = [] if self.mos_head is not None else None
         for k, demb in self._iter_streamed(djob):
+            if dpooled is not None:  # [b, D] per batch: the head needs no audio or frames kept
+                dpooled.append(_head_pooled(demb))
             if cached is not None:
                 remb = cached[k:k + len(demb)]
             else:
@@ -477,7 +507,8 @@ class Scorer:
         if cached is None and rembs:
             rjob.emb = np.concatenate(rembs)
             self._cache_put(rjob)
-        return self._result(np.concatenate(dists), rjob.num_samples)
+        return self._result(np.concatenate(dists), rjob.num_samples,
+                            deg_windows=np.concatenate(dpooled) if dpooled else None)
 
     # -- public API ------------------------------------------------------------------------------
     def score(self, ref: AudioInput, deg: AudioInput, sample_rate: int | None = None) -> ScoreResult:
@@ -560,7 +591,8 @@ class Scorer:
                 if kind == "stream":
                     yield i, self._score_streamed(rjob, djob)
                 else:
-                    yield i, self._result(self._distance(rjob.emb, djob.emb), rjob.num_samples)
+                    yield i, self._result(self._distance(rjob.emb, djob.emb), rjob.num_samples,
+                                          deg_windows=djob.emb)
             except (AudioError, ValueError, OSError, RuntimeError) as exc:
                 yield i, exc
 
@@ -615,18 +647,48 @@ class Scorer:
                   sample_rate: int | None = None) -> ScoreResult:
         """Distance of the degraded input to a clean-set centroid (see module docstring)."""
         src = self._source(deg, sample_rate, "degraded")
-        win = pooled(self._embed_source(src))
+        emb = self._embed_source(src)
+        win = pooled(emb)
         centroid = np.asarray(centroid, dtype=np.float32).reshape(-1)
         if win.shape[-1] != centroid.shape[0]:
             raise ValueError(f"centroid has dimension {centroid.shape[0]}, model embeds "
                              f"{win.shape[-1]}: was it made with another checkpoint?")
         dists = np.linalg.norm(win - centroid[None], axis=-1)
-        return self._result(dists, src.num_samples, mode="nmr")
+        return self._result(dists, src.num_samples, mode="nmr", deg_windows=emb)
 
 
 def pooled(emb: np.ndarray) -> np.ndarray:
     """``[W, D]`` stays; frame-level ``[W, F, D]`` is averaged over frames."""
     return emb.mean(axis=1) if emb.ndim == 3 else emb
+
+
+def predict_head_mos(head: Any, window_embeddings: np.ndarray) -> dict[str, float]:
+    """Same as :func:`deepaq.heads.predict_mos` (windows pooled as the head pools them, averaged,
+    then the head): ``{"mos_<aspect>": mean, "std_<aspect>": std}``, ``mos_mean``/``mos_std`` for
+    one aspect named "mos". Kept here because ``predict_mos`` imports :mod:`deepaq.adversarial`,
+    which imports Lightning (scoring must not)."""
+    import torch
+
+    param = next(head.parameters())
+    emb = _head_pooled(np.asarray(window_embeddings, dtype=np.float32)).mean(0, keepdims=True)
+    with torch.inference_mode():
+        out = head.predict(torch.as_tensor(emb, dtype=param.dtype, device=param.device))
+    mean, std = out["mean"][0].tolist(), out["std"][0].tolist()
+    if list(head.aspects) == ["mos"]:
+        return {"mos_mean": mean[0], "mos_std": std[0]}
+    res: dict[str, float] = {}
+    for a, m, sd in zip(head.aspects, mean, std):
+        res[f"mos_{a}"], res[f"std_{a}"] = m, sd
+    return res
+
+
+def _head_pooled(emb: np.ndarray) -> np.ndarray:
+    """Windows ``[W, D]`` as the MOS head pools them (:func:`deepaq.adversarial.pool_embeddings`:
+    frame embeddings ``[W, F, D]`` -> mean of the frames that are not all-zero padding)."""
+    if emb.ndim == 2:
+        return emb
+    valid = (np.abs(emb).max(-1) > 0).astype(emb.dtype)                     # [W, F]
+    return (emb * valid[..., None]).sum(1) / np.maximum(valid.sum(1), 1)[:, None]
 
 
 def load_centroid(path: str | os.PathLike) -> np.ndarray:

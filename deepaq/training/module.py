@@ -82,6 +82,17 @@ def loss_terms(value: Any, prefix: str) -> tuple[torch.Tensor, dict[str, torch.T
     return value, {prefix: value}
 
 
+def _median_item_seconds(manifest: str | Path) -> float | None:
+    from deepaq.records import read_jsonl
+
+    try:
+        seconds = [r["num_samples"] / r["sample_rate"] for r in read_jsonl(manifest)
+                   if r.get("num_samples") and r.get("sample_rate")]
+    except (OSError, ValueError, KeyError):
+        return None
+    return float(np.median(seconds)) if seconds else None
+
+
 def pairwise_distances(model: torch.nn.Module, embeddings: torch.Tensor) -> torch.Tensor:
     """[B, B] ``model.distance`` between all pairs (for frame-level embeddings [B, F, D])."""
     b = embeddings.shape[0]
@@ -357,6 +368,9 @@ class DeePAQModule(pl.LightningModule):
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is not None and getattr(dm, "manifest", None):
             metadata["manifest"] = str(dm.manifest)
+            window = getattr(dm, "crop_seconds", None) or _median_item_seconds(dm.manifest)
+            if window:  # scoring windows = what the model saw in training
+                metadata["window_seconds"] = round(float(window), 3)
         was_training = self.model.training
         self.model.eval()
         out = Path(save_checkpoint(self.model, directory, calibration=calibration,

@@ -164,8 +164,15 @@ def test_version_is_recorded():
 
 
 def test_scores_are_reproducible_run_to_run(labeller, music_clip):
-    # byte-identical manifests need identical labels; multi-threaded numba reductions are not
+    # Byte-identical manifests need labels that agree to the digits the manifest keeps
+    # (LABEL_DECIMALS). Exact float equality does not hold in every process: once torch's or
+    # numba's thread pools are up (as in a full test session), FFT/reduction order can move the
+    # 14th digit.
+    from data_prep.pipeline import LABEL_DECIMALS
+
     ref = music_clip("glock", seconds=3.0)
     deg = _mp3_roundtrip(ref, 48)
-    assert len({labeller.score(ref, deg) for _ in range(3)}) == 1
+    scores = [labeller.score(ref, deg) for _ in range(3)]
+    assert max(scores) - min(scores) < 1e-9, scores
+    assert len({round(s, LABEL_DECIMALS) for s in scores}) == 1
     assert labeller.info()["num_threads"] == 1

@@ -238,3 +238,94 @@ def test_from_pretrained_missing_is_clear(tmp_path, monkeypatch):
     monkeypatch.setenv("DEEPAQ_CHECKPOINT", str(tmp_path / "nope"))
     with pytest.raises(FileNotFoundError, match="no DeePAQ checkpoint.*nope"):
         Scorer.from_pretrained()
+
+
+def test_multigauss_head_checkpoint_scores_mos_and_std(model, clips, tmp_path, capsys):
+    """A checkpoint with a MultiGauss head: Scorer, streamed path, NMR and ``deepaq score`` all
+    report the head's per-aspect MOS and std of the degraded file; without a head, none."""
+    import math
+    import re
+
+    import torch
+
+    from deepaq.checkpoint import save_checkpoint
+    from deepaq.cli import main as cli
+    from deepaq.heads import MultiGaussHead, predict_mos, save_head
+    from deepaq.records import read_table
+    from deepaq.score_cli import format_result
+    from deepaq.scoring import Scorer
+
+    _, _, p = clips
+    torch.manual_seed(3)
+    head = MultiGaussHead(in_dim=16, aspects=["PQ", "CE"], hidden=[8], mean_init=3.0)
+    plain = save_checkpoint(model, tmp_path / "plain", metadata={"window_seconds": 1.0})
+    with_head = save_head(head, save_checkpoint(model, tmp_path / "mg",
+                                                metadata={"window_seconds": 1.0}))
+    keys = {"mos_PQ", "std_PQ", "mos_CE", "std_CE"}
+
+    s = Scorer.from_pretrained(with_head, device="cpu")
+    assert s.mos_head is not None and s.mos_head.aspects == ["PQ", "CE"]
+    r = s.score(p["ref"], p["lp"])
+    row = r.to_dict()
+    assert keys <= set(row) and "extra" not in row
+    assert all(math.isfinite(row[k]) for k in keys) and row["std_PQ"] > 0 and row["std_CE"] > 0
+    # the head reads the degraded file's windows, not the reference's
+    expect = predict_mos(head.eval(), s.embed_windows(p["lp"]))
+    assert r.extra == pytest.approx(expect, rel=1e-5)
+    assert r.extra != pytest.approx(predict_mos(head, s.embed_windows(p["ref"])), rel=1e-5)
+    # streamed (long-file) path and NMR mode give the same prediction
+    streamed = Scorer.from_pretrained(with_head, device="cpu", stream_threshold_s=1.0,
+                                      batch_size=1).score(p["ref"], p["lp"])
+    assert streamed.extra == pytest.approx(r.extra, rel=1e-3, abs=1e-4)
+    nmr = s.score_nmr(p["lp"], s.centroid([p["ref"]]))
+    assert nmr.mos is None and nmr.extra == pytest.approx(r.extra, rel=1e-5)
+
+    # one pair on the command line: "mos_PQ: 3.21 ± 0.40", values as the Scorer's
+    assert cli(["score", str(p["ref"]), str(p["lp"]), "--checkpoint", str(with_head),
+                "--device", "cpu"]) == 0
+    lines = dict(line.split(": ", 1) for line in capsys.readouterr().out.strip().splitlines())
+    assert float(lines["distance"]) == pytest.approx(r.distance, rel=1e-4)
+    for aspect in ("PQ", "CE"):
+        m = re.fullmatch(r"(-?\d+\.\d\d) ± (\d+\.\d\d)", lines[f"mos_{aspect}"])
+        assert m, lines
+        assert float(m[1]) == pytest.approx(r.extra[f"mos_{aspect}"], abs=0.006)
+        assert float(m[2]) == pytest.approx(r.extra[f"std_{aspect}"], abs=0.006)
+    assert not any(k.startswith("std_") for k in lines)
+    assert format_result({"mos_mean": 3.214, "mos_std": 0.4}) == ["mos_mean: 3.21 ± 0.40"]
+
+    # a batch: every row has the aspect columns (null on a failed row)
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text(f"key,reference,degraded\na,{p['ref']},{p['lp']}\n"
+                     f"b,{p['ref']},{tmp_path / 'missing.wav'}\n")
+    assert cli(["score", "--input", str(pairs), "--output", str(tmp_path / "out.csv"),
+                "--checkpoint", str(with_head), "--device", "cpu", "--no-progress"]) == 1
+    table = read_table(tmp_path / "out.csv")
+    assert keys <= set(table[0]) and float(table[0]["mos_CE"]) == pytest.approx(
+        r.extra["mos_CE"], rel=1e-4)
+    assert table[1]["error"] and table[1]["mos_PQ"] in (None, "")
+
+    # no head in the checkpoint: no head fields anywhere
+    bare = Scorer.from_pretrained(plain, device="cpu")
+    r0 = bare.score(p["ref"], p["lp"])
+    assert bare.mos_head is None and r0.extra is None
+    assert not keys & set(r0.to_dict()) and r0.distance == pytest.approx(r.distance, rel=1e-6)
+    capsys.readouterr()
+    assert cli(["score", str(p["ref"]), str(p["lp"]), "--checkpoint", str(plain),
+                "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "±" not in out and "mos_PQ" not in out and "std_" not in out
+
+    # scoring with a head stays free of Lightning/training imports
+    code = f"""
+import sys
+from deepaq.scoring import Scorer
+r = Scorer.from_pretrained({str(with_head)!r}, device="cpu").score({str(p["ref"])!r}, {str(p["lp"])!r})
+assert r.extra and r.extra["std_PQ"] > 0, r
+bad = [k for k in sys.modules if k.split(".")[0] in ("lightning", "pytorch_lightning")
+       or k.startswith("deepaq.training")]
+print("BAD", bad[:5])
+sys.exit(1 if bad else 0)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
