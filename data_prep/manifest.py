@@ -50,11 +50,11 @@ FLOAT_FIELDS = ("bitrate_requested_kbps", "bitrate_measured_kbps", "bitrate_labe
 
 
 def condition_name(codec: str | None, kbps: float | None) -> str:
-    return "clean" if codec is None else f"{codec}_{int(round(kbps)):03d}"
+    return "clean" if codec is None else f"{codec}_{round(kbps):03d}"
 
 
 def excerpt_id(track_id: str, start_time: float) -> str:
-    return f"{track_id}__{int(round(start_time * 1000)):08d}"
+    return f"{track_id}__{round(start_time * 1000):08d}"
 
 
 def _order(row: dict) -> tuple:

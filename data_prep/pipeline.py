@@ -22,8 +22,15 @@ import numpy as np
 from data_prep.manifest import condition_name, excerpt_id, make_row, write_manifest
 from data_prep.sources import Track, discover
 from data_prep.splits import assign_splits
-from deepaq.audio import (AudioError, apply_channel_policy, audio_duration, check_audio, load_audio,
-                          rms_dbfs, write_audio)
+from deepaq.audio import (
+    AudioError,
+    apply_channel_policy,
+    audio_duration,
+    check_audio,
+    load_audio,
+    rms_dbfs,
+    write_audio,
+)
 from deepaq.records import JsonlAppender, atomic_write_text, write_jsonl
 
 SAMPLE_RATE = 48000
@@ -94,7 +101,7 @@ def plan_excerpts(tracks: list[Track], cfg: CorpusConfig) -> tuple[list[ExcerptP
                                 "reason": f"too short ({length:.2f} s < "
                                           f"{cfg.min_excerpt_seconds} s)"})
         else:
-            n = int(math.floor((length - cfg.excerpt_seconds) / hop + 1e-9)) + 1
+            n = math.floor((length - cfg.excerpt_seconds) / hop + 1e-9) + 1
             starts = [i * hop for i in range(n)]
             seconds = cfg.excerpt_seconds
         if cfg.max_excerpts_per_track:
@@ -148,7 +155,7 @@ def process_excerpt(plan: ExcerptPlan, cfg: CorpusConfig, grid: list, out_dir: s
         x = load_audio(t.path, sample_rate=SAMPLE_RATE, start=plan.start,
                        end=plan.start + plan.seconds)
         x = _keep_channels(check_audio(x, SAMPLE_RATE, t.path), cfg.channels)
-        want = int(round(plan.seconds * SAMPLE_RATE))
+        want = round(plan.seconds * SAMPLE_RATE)
         x = np.ascontiguousarray(x[:, :want])
         timing["read"] += time.perf_counter() - t0
     except AudioError as exc:
@@ -170,10 +177,10 @@ def process_excerpt(plan: ExcerptPlan, cfg: CorpusConfig, grid: list, out_dir: s
     write_audio(out / ref_rel, x, SAMPLE_RATE)
     timing["write"] += time.perf_counter() - t0
     labeller = _labeller(cfg.labels)
-    common = dict(excerpt_id=plan.excerpt_id, track_id=t.track_id, source_path=t.path,
-                  start_time=round(plan.start, 6), end_time=round(plan.start + plan.seconds, 6),
-                  split=plan.split, sample_rate=SAMPLE_RATE, channels=int(x.shape[0]),
-                  num_samples=int(x.shape[1]), reference=ref_rel)
+    common = {"excerpt_id": plan.excerpt_id, "track_id": t.track_id, "source_path": t.path,
+                  "start_time": round(plan.start, 6), "end_time": round(plan.start + plan.seconds, 6),
+                  "split": plan.split, "sample_rate": SAMPLE_RATE, "channels": int(x.shape[0]),
+                  "num_samples": int(x.shape[1]), "reference": ref_rel}
 
     def label(deg: np.ndarray) -> float | None:
         if labeller is None:

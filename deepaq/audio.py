@@ -36,8 +36,8 @@ def _read_soundfile(path: Path, start: float | None, end: float | None) -> tuple
 
     with sf.SoundFile(str(path)) as f:
         sr = f.samplerate
-        first = int(round((start or 0.0) * sr))
-        last = f.frames if end is None else min(f.frames, int(round(end * sr)))
+        first = round((start or 0.0) * sr)
+        last = f.frames if end is None else min(f.frames, round(end * sr))
         f.seek(min(first, f.frames))
         data = f.read(max(0, last - first), dtype="float32", always_2d=True)
     return data.T, sr
@@ -62,8 +62,8 @@ def _read_pyav(path: Path, start: float | None, end: float | None) -> tuple[np.n
     if not chunks:
         return np.zeros((1, 0), np.float32), sr
     data = np.concatenate(chunks, axis=1).astype(np.float32)
-    first = int(round((start or 0.0) * sr))
-    last = data.shape[1] if end is None else int(round(end * sr))
+    first = round((start or 0.0) * sr)
+    last = data.shape[1] if end is None else round(end * sr)
     return data[:, first:last], sr
 
 
@@ -177,7 +177,7 @@ def audio_duration(path: str | os.PathLike) -> float:
     try:
         info = sf.info(str(path))
         return info.frames / info.samplerate
-    except Exception:  # noqa: BLE001 - compressed formats: ask the container, then decode
+    except Exception:  # noqa: BLE001, S110 - compressed formats: ask the container, then decode
         pass
     try:
         import av
@@ -185,7 +185,7 @@ def audio_duration(path: str | os.PathLike) -> float:
         with av.open(str(path)) as container:
             if container.duration:
                 return container.duration / 1_000_000
-    except Exception:  # noqa: BLE001 - the full decode below reports the real problem
+    except Exception:  # noqa: BLE001, S110 - the full decode below reports the real problem
         pass
     data, sr = read_audio(path)
     return data.shape[1] / sr

@@ -176,7 +176,7 @@ class JsonlAppender:
                 self.done[str(row.get("key"))] = row
         elif self.path.exists():
             self.path.unlink()
-        self._f = open(self.path, "a", encoding="utf-8")
+        self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held open across writes
 
     def _repair(self) -> None:
         raw = self.path.read_bytes()
@@ -194,7 +194,7 @@ class JsonlAppender:
     def close(self) -> None:
         self._f.close()
 
-    def __enter__(self) -> JsonlAppender:
+    def __enter__(self) -> JsonlAppender:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc) -> None:

@@ -39,8 +39,8 @@ def music_dir(tmp_path_factory, music_clip) -> Path:
 
 
 def _cfg(**kw) -> CorpusConfig:
-    base = dict(excerpt_seconds=1.5, grid=str(TINY_GRID), labels="none",
-                splits={"train": 0.5, "val": 0.25, "test": 0.25})
+    base = {"excerpt_seconds": 1.5, "grid": str(TINY_GRID), "labels": "none",
+                "splits": {"train": 0.5, "val": 0.25, "test": 0.25}}
     base.update(kw)
     return CorpusConfig(**base)
 
@@ -113,7 +113,7 @@ def test_bad_inputs_are_rejected_and_run_goes_on(music_dir, tmp_path, music_clip
     code = subprocess.run([sys.executable, "-m", "data_prep.cli", "build", str(bad), "-o",
                            str(tmp_path / "out"), "--grid", str(TINY_GRID), "--labels", "none",
                            "--excerpt-seconds", "1.5", "-q"],
-                          capture_output=True, text=True, cwd=REPO)
+                          capture_output=True, text=True, cwd=REPO, check=False)
     assert code.returncode == 1, code.stderr
     rejects = {Path(r["path"]).name: r["reason"] for r in
                map(__import__("json").loads, (tmp_path / "out" / "rejects.jsonl").open())}
@@ -139,9 +139,9 @@ def test_resume_after_kill_gives_identical_manifest(music_dir, tmp_path):
     assert not (tmp_path / "k" / "manifest.jsonl").exists()
     done_before = progress.read_text().count("\n")
     assert 2 <= done_before < 8
-    assert subprocess.run(cmd + ["--resume"], cwd=REPO).returncode == 0
+    assert subprocess.run(cmd + ["--resume"], cwd=REPO, check=False).returncode == 0
     assert subprocess.run([c if c != str(tmp_path / "k") else str(tmp_path / "fresh")
-                           for c in cmd], cwd=REPO).returncode == 0
+                           for c in cmd], cwd=REPO, check=False).returncode == 0
     resumed = (tmp_path / "k" / "manifest.jsonl").read_bytes()
     assert resumed == (tmp_path / "fresh" / "manifest.jsonl").read_bytes()
     rows = read_manifest(tmp_path / "k" / "manifest.jsonl")

@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from deepaq.audio import (AudioError, apply_channel_policy, check_not_silent, load_audio, read_audio,
-                          resample, rms_dbfs, write_audio)
+from deepaq.audio import (
+    AudioError,
+    apply_channel_policy,
+    check_not_silent,
+    load_audio,
+    read_audio,
+    resample,
+    rms_dbfs,
+    write_audio,
+)
 
 
 def test_reads_wav_flac_and_mp3_alike(tmp_path, music_clip):
