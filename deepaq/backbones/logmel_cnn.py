@@ -25,11 +25,10 @@ from deepaq.backbones import register_backbone
 def mel_filters(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0,
                 f_max: float | None = None) -> Tensor:
     """Mel filter bank [n_fft // 2 + 1, n_mels], Slaney mel scale, triangles of peak 1 (band energy)."""
-    from transformers.audio_utils import mel_filter_bank
+    from deepaq.mel import mel_filter_bank
 
-    fb = mel_filter_bank(num_frequency_bins=n_fft // 2 + 1, num_mel_filters=n_mels,
-                         min_frequency=f_min, max_frequency=f_max or sample_rate / 2,
-                         sampling_rate=sample_rate, norm=None, mel_scale="slaney")
+    fb = mel_filter_bank(n_fft // 2 + 1, n_mels, f_min, f_max or sample_rate / 2, sample_rate,
+                         norm=None)
     return torch.from_numpy(np.asarray(fb, dtype=np.float32))
 
 

@@ -24,11 +24,9 @@ FLOOR = 1e-10  # -100 dB
 
 @lru_cache(maxsize=4)
 def _mel_filters(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
-    from transformers.audio_utils import mel_filter_bank
+    from deepaq.mel import mel_filter_bank
 
-    fb = mel_filter_bank(num_frequency_bins=n_fft // 2 + 1, num_mel_filters=n_mels, min_frequency=0.0,
-                         max_frequency=sample_rate / 2, sampling_rate=sample_rate, norm="slaney",
-                         mel_scale="slaney")
+    fb = mel_filter_bank(n_fft // 2 + 1, n_mels, 0.0, sample_rate / 2, sample_rate, norm="slaney")
     return fb.astype(np.float32)  # (freq, mels)
 
 

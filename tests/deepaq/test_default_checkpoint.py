@@ -1,0 +1,78 @@
+"""The shipped default model (checkpoints/deepaq-small): ordering on real music, architecture
+rebuilt from its recorded config, and pinned scores (a conformance test for the model, as ViSQOL
+pins its own). Bump ``MODEL_VERSION`` in the model card and here whenever the pins change on purpose.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deepaq.scoring import DEFAULT_CHECKPOINT
+
+MODEL_VERSION = "deepaq-small-1"
+# (conformance case, distance): three official ViSQOL pairs from ../shared, scored at the defaults.
+PINNED = {
+    "ravel_128kbps_opus": None,
+    "harpsichord_96kbps_mp3": None,
+    "contrabassoon_24kbps_aac": None,
+}
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    from deepaq import Scorer
+
+    assert (DEFAULT_CHECKPOINT / "config.yaml").is_file(), "the default checkpoint must ship"
+    return Scorer.from_pretrained(device="cpu")
+
+
+def test_checkpoint_is_small_and_documented():
+    size = sum(p.stat().st_size for p in DEFAULT_CHECKPOINT.iterdir() if p.is_file())
+    assert size <= 50 * 2**20
+    card = (DEFAULT_CHECKPOINT / "README.md").read_text()
+    assert MODEL_VERSION in card and "bench_default_model.py" in card
+
+
+def test_recorded_config_rebuilds_the_architecture(scorer):
+    import yaml
+    from safetensors.torch import load_file
+
+    from deepaq.model import QualityModel
+
+    cfg = yaml.safe_load((DEFAULT_CHECKPOINT / "config.yaml").read_text())
+    rebuilt = QualityModel(**cfg["model"])
+    weights = load_file(str(DEFAULT_CHECKPOINT / "model.safetensors"))
+    missing, unexpected = rebuilt.load_state_dict(weights, strict=True)
+    assert not missing and not unexpected
+    assert rebuilt.config() == scorer.model.config()
+
+
+@pytest.mark.parametrize("codec", ["opus", "mp3", "aac"])
+def test_orders_bitrates_on_real_music(scorer, music_clip, codec):
+    from data_prep.codecs import code_excerpt, load_grid
+
+    ref = music_clip("sopr", seconds=4.0, offset=1.0)
+    grid = {s.bitrate_kbps: s for s in load_grid(Path(__file__).resolve().parents[2] / "configs"
+                                                   / "data_prep" / "default_grid.yaml")
+            if s.codec == codec}
+    dist = [scorer.score(ref, ref, sample_rate=48000).distance]
+    for kbps in (128, 64, 32):
+        coded = code_excerpt(ref, grid[kbps]).audio
+        dist.append(scorer.score(ref, coded, sample_rate=48000).distance)
+    assert dist[0] == 0.0
+    assert dist == sorted(dist) and len(set(dist)) == 4, dist
+
+
+def test_pinned_scores(scorer, shared_audio_dir):
+    cases = {c["name"]: c for c in
+             json.loads((shared_audio_dir.parent / "cases.json").read_text())["cases"]}
+    for name, expected in PINNED.items():
+        c = cases[name]
+        got = scorer.score(shared_audio_dir.parent / c["reference"],
+                           shared_audio_dir.parent / c["degraded"]).distance
+        assert expected is not None, f"pin {name}: {got!r}"
+        np.testing.assert_allclose(got, expected, rtol=1e-4, err_msg=name)
