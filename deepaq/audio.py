@@ -7,13 +7,12 @@ it per item and go on.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from deepaq.records import default_file_mode
+from deepaq.records import atomic_path
 
 ChannelPolicy = Literal["keep", "mono", "stereo"]
 
@@ -206,15 +205,7 @@ def write_audio(path: str | os.PathLike, data: np.ndarray, sample_rate: int,
         raise AudioError(path, "can only write .flac, .wav or .ogg")
     if subtype is None:
         subtype = {"FLAC": "PCM_24", "WAV": "FLOAT", "OGG": "VORBIS"}[fmt]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, default_file_mode())
-    try:
+    with atomic_path(path) as tmp:
         sf.write(tmp, np.clip(data.T, -1.0, 1.0) if fmt == "FLAC" else data.T, sample_rate,
                  format=fmt, subtype=subtype)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path

@@ -7,6 +7,7 @@ fsync each row and tolerate a torn last line left by a killed process.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -102,23 +103,33 @@ def default_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write text to ``path`` via a temp file in the same folder and ``os.replace``."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temp file path beside ``path``; on success it replaces ``path``, on error it goes.
+
+    Readers never see a half-written file, and an interrupted run leaves the old one intact.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     os.chmod(tmp, default_file_mode())
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write text to ``path`` via a temp file in the same folder and ``os.replace``."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    return Path(path)
 
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> Path:

@@ -58,6 +58,7 @@ from typing import Any
 import numpy as np
 
 from deepaq.audio import AudioError, apply_channel_policy, check_audio, resample
+from deepaq.backbones import file_sha256
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "deepaq-small"
 DEFAULT_WINDOW_S = 4.0
@@ -111,14 +112,6 @@ def window_starts(num_samples: int, window: int, hop: int) -> list[int]:
     if starts[-1] + window < num_samples:
         starts.append(num_samples - window)
     return starts
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------------

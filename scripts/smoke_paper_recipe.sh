@@ -96,7 +96,7 @@ rm -rf "$RUNS" "$EXPORT"
   --trainer.num_sanity_val_steps 0 --trainer.val_check_interval 3 \
   --trainer.enable_progress_bar false \
   --trainer.default_root_dir "$RUNS" --trainer.logger.init_args.save_dir "$RUNS" \
-  --data.batch_size 4 --data.conditions_per_excerpt 2 --data.crop_seconds 2 \
+  --data.batch_size 6 --data.conditions_per_excerpt 3 --data.crop_seconds 2 \
   --data.val_batch_size 4 --data.val_crop_seconds 2 \
   --data.num_workers 0 --data.pin_memory false \
   --model.export_dir "$EXPORT" 2>&1 | tee "$WORK/fit.log"
