@@ -171,7 +171,8 @@ class ReferenceRankLoss(nn.Module):
     softplus((d_i - d_j) / (t * mean(d))): dividing by the batch mean makes it scale-free, so the
     model cannot win by inflating distances. Pairs from the same excerpt can be weighted apart
     (``within_weight``). Needs each coded item's clean reference in the batch (the excerpt batch
-    sampler with ``include_clean``), and the pairwise distances the training module provides.
+    sampler with ``include_clean``). D is ``model.distance`` (frame-level when the model pools by
+    frame), computed for the B item/reference pairs only, not all B^2.
     """
 
     def __init__(self, temperature: float = 0.1, min_gap: float = 0.02, within_weight: float = 1.0,
@@ -180,87 +181,40 @@ class ReferenceRankLoss(nn.Module):
         self.temperature, self.min_gap = float(temperature), float(min_gap)
         self.within_weight, self.across_weight = float(within_weight), float(across_weight)
 
-    def terms(self, visqol: Tensor, groups: Tensor, bitrate: Tensor, features: Tensor | None = None,
-              distances: Tensor | None = None, coded: Tensor | None = None) -> dict[str, Tensor]:
-        dist = pairwise_l2(features) if distances is None else distances
-        device = dist.device
-        groups, visqol = groups.to(device), visqol.to(device)
-        coded = torch.isfinite(bitrate.to(device)) if coded is None else coded.to(device).bool()
+    def reference_distances(self, features: Tensor, groups: Tensor, coded: Tensor,
+                            model: nn.Module | None = None) -> tuple[Tensor, Tensor]:
+        """(d [B], has_ref [B]): each item's distance to the first clean item of its excerpt."""
         ref = (groups[:, None] == groups[None, :]) & ~coded[None, :]           # [item, clean]
         has_ref = coded & ref.any(1)
-        d = (dist * ref).sum(1) / ref.sum(1).clamp(min=1)                      # [B]
-        zero = dist.sum() * 0.0
+        ref_idx = ref.to(torch.int8).argmax(1)
+        other = features[ref_idx]
+        if model is not None and hasattr(model, "distance"):
+            d = model.distance(features, other)
+        else:
+            d = torch.linalg.vector_norm((features - other).flatten(1), dim=-1)
+        return d, has_ref
+
+    def terms(self, features: Tensor, visqol: Tensor, groups: Tensor, bitrate: Tensor,
+              model: nn.Module | None = None, coded: Tensor | None = None) -> dict[str, Tensor]:
+        device = features.device
+        groups, visqol = groups.to(device), visqol.to(device)
+        coded = torch.isfinite(bitrate.to(device)) if coded is None else coded.to(device).bool()
+        d, has_ref = self.reference_distances(features, groups, coded, model)
+        zero = features.sum() * 0.0
         if int(has_ref.sum()) < 2:
             return {"loss": zero, "within": zero, "across": zero}
         d = d / d[has_ref].mean().clamp(min=1e-8)
-        better = (visqol[:, None] > visqol[None, :] + self.min_gap) & has_ref[:, None] & has_ref[None, :]
+        better = ((visqol[:, None] > visqol[None, :] + self.min_gap)
+                  & has_ref[:, None] & has_ref[None, :])
         same = groups[:, None] == groups[None, :]
         logits = (d[:, None] - d[None, :]) / self.temperature                  # want d_i < d_j
         pair_loss = torch.nn.functional.softplus(logits)
         out = {}
-        for name, sel, w in (("within", better & same, self.within_weight),
-                             ("across", better & ~same, self.across_weight)):
+        for name, sel in (("within", better & same), ("across", better & ~same)):
             out[name] = pair_loss[sel].mean() if bool(sel.any()) else zero
         out["loss"] = self.within_weight * out["within"] + self.across_weight * out["across"]
         return out
 
-    def forward(self, visqol: Tensor, groups: Tensor, bitrate: Tensor,
-                features: Tensor | None = None, distances: Tensor | None = None,
-                coded: Tensor | None = None) -> Tensor:
-        return self.terms(visqol, groups, bitrate, features, distances, coded)["loss"]
-
-
-class JNDContrastiveLoss(nn.Module):
-    """JND-pair contrastive loss (JSQA-style weak labels from ``deepaq-prep jnd``).
-
-    Two versions of the same excerpt whose degradation ``level`` differs by at most ``jnd`` sound
-    the same to a listener: their embeddings are pulled together (``d^2``). Pairs beyond the JND
-    are pushed at least ``margin`` apart (``relu(margin - d)^2``); with ``scale_margin`` the margin
-    grows with the gap in JNDs (``margin * min(gap / jnd, max_scale)``), so distance orders by level.
-    Only pairs of the same excerpt (``groups``) and the same degradation with finite levels count
-    (clean references have no level). ``level`` (and ``degradation``) reach the batch through
-    ``data.extra_columns``.
-    """
-
-    def __init__(self, jnd: float = 2.0, margin: float = 1.0, scale_margin: bool = True,
-                 max_scale: float = 4.0, level_column: str = "level",
-                 degradation_column: str = "degradation"):
-        super().__init__()
-        if jnd <= 0 or margin <= 0:
-            raise ValueError("jnd and margin must be > 0")
-        self.jnd, self.margin, self.scale_margin = float(jnd), float(margin), bool(scale_margin)
-        self.max_scale = float(max_scale)
-        self.level_column, self.degradation_column = level_column, degradation_column
-
-    def terms(self, batch: dict, groups: Tensor, features: Tensor | None = None,
-              distances: Tensor | None = None) -> dict[str, Tensor]:
-        dist = pairwise_l2(features) if distances is None else distances
-        device = dist.device
-        if self.level_column not in batch:
-            raise KeyError(f"column {self.level_column!r} not in the batch; add it to "
-                           "data.extra_columns")
-        raw = batch[self.level_column]
-        level = (raw if torch.is_tensor(raw) else torch.tensor(
-            [float("nan") if v is None else float(v) for v in raw])).to(device, torch.float64)
-        ok = torch.isfinite(level)
-        pair = (groups.to(device)[:, None] == groups.to(device)[None, :]) & ok[:, None] & ok[None, :]
-        kinds = batch.get(self.degradation_column)
-        if kinds is not None and not torch.is_tensor(kinds):
-            ids = {k: i for i, k in enumerate(sorted({str(k) for k in kinds}))}
-            kind = torch.tensor([ids[str(k)] for k in kinds], device=device)
-            pair &= kind[:, None] == kind[None, :]
-        pair &= torch.triu(torch.ones_like(pair), diagonal=1)
-        gap = (level[:, None] - level[None, :]).abs()
-        within = pair & (gap <= self.jnd + 1e-9)
-        beyond = pair & ~within
-        zero = dist.sum() * 0.0
-        margin = torch.full_like(dist, self.margin)
-        if self.scale_margin:
-            margin = self.margin * (gap / self.jnd).clamp(max=self.max_scale).to(dist.dtype)
-        pull = dist[within].pow(2).mean() if bool(within.any()) else zero
-        push = torch.relu(margin - dist)[beyond].pow(2).mean() if bool(beyond.any()) else zero
-        return {"loss": pull + push, "pull": pull, "push": push}
-
-    def forward(self, batch: dict, groups: Tensor, features: Tensor | None = None,
-                distances: Tensor | None = None) -> Tensor:
-        return self.terms(batch, groups, features, distances)["loss"]
+    def forward(self, features: Tensor, visqol: Tensor, groups: Tensor, bitrate: Tensor,
+                model: nn.Module | None = None, coded: Tensor | None = None) -> Tensor:
+        return self.terms(features, visqol, groups, bitrate, model, coded)["loss"]

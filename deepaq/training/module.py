@@ -197,6 +197,14 @@ class DeePAQModule(pl.LightningModule):
             if hasattr(fn, "setup_training"):
                 fn.setup_training(self)
 
+    def _wants_distances(self) -> bool:
+        """Whether any loss takes ``distances`` ([B, B] for frame embeddings costs B^2 distances)."""
+        for fn in self._components().values():
+            method = getattr(fn, "terms", None) or fn.forward
+            if "distances" in inspect.signature(method).parameters:
+                return True
+        return False
+
     def _components(self) -> dict[str, torch.nn.Module]:
         """The main loss and the auxiliary losses, by name."""
         return {"loss_fn": self.loss_fn, **dict(self.aux_losses.items())}
@@ -211,7 +219,8 @@ class DeePAQModule(pl.LightningModule):
         available = dict(batch)
         available.update(embeddings=embeddings, features=embeddings, batch=batch,
                          model=self.model, lengths=batch["item_lengths"], groups=batch["excerpt"])
-        if embeddings.dim() == 3:  # frame embeddings: losses get the model's own pair distances
+        if embeddings.dim() == 3 and self._wants_distances():
+            # frame embeddings: losses that ask for them get the model's own pair distances
             available["distances"] = pairwise_distances(self.model, embeddings)
         total, logs = loss_terms(call_by_name(self.loss_fn, available), "train/main")
         logs.pop("train/main/loss", None)

@@ -114,3 +114,44 @@ def test_multilabel_handles_clean_inf_bitrate():
     assert got.item() == pytest.approx(expected.item(), rel=1e-5)
     with pytest.raises(ValueError, match="groups"):
         RnCLoss(within="excerpt")(feats, visqol, bitrate)
+
+
+def _reference_rank_oracle(d, y, groups, coded, t, min_gap):
+    """The logistic ranking loss written out pair by pair (within and across excerpts)."""
+    import math
+
+    keep = [i for i in range(len(d)) if coded[i]]
+    mean = sum(d[i] for i in keep) / len(keep)
+    within, across = [], []
+    for i in keep:
+        for j in keep:
+            if y[i] > y[j] + min_gap:
+                v = math.log1p(math.exp((d[i] - d[j]) / mean / t))
+                (within if groups[i] == groups[j] else across).append(v)
+    return sum(within) / len(within) + sum(across) / len(across)
+
+
+def test_reference_rank_loss_matches_pairwise_oracle_and_is_scale_free():
+    from deepaq.losses import ReferenceRankLoss
+
+    torch.manual_seed(1)
+    groups = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 1])
+    bitrate = torch.tensor([math.inf, 16, 64, 128, math.inf, 16, 32, 96, 128])
+    visqol = torch.tensor([4.7, 2.1, 3.6, 4.5, 4.7, 2.4, 2.9, 4.2, 4.6])
+    feats = torch.randn(9, 5, requires_grad=True)
+    loss_fn = ReferenceRankLoss(temperature=0.2, min_gap=0.02)
+    got = loss_fn(feats, visqol, groups, bitrate)
+    d, _ = loss_fn.reference_distances(feats.detach(), groups, torch.isfinite(bitrate))
+    want = _reference_rank_oracle(d.tolist(), visqol.tolist(), groups.tolist(),
+                                  torch.isfinite(bitrate).tolist(), 0.2, 0.02)
+    assert abs(float(got) - want) < 1e-5
+    assert abs(float(loss_fn(feats * 7.0, visqol, groups, bitrate)) - float(got)) < 1e-5
+    got.backward()
+    assert torch.isfinite(feats.grad).all() and feats.grad.abs().sum() > 0
+    # an embedding whose distances follow the labels scores lower than one that reverses them
+    ref = torch.zeros(1, 5)
+    good = torch.cat([ref, (5 - visqol[1:4, None]) * torch.ones(3, 5), ref,
+                      (5 - visqol[5:, None]) * torch.ones(4, 5)])
+    bad = torch.cat([ref, visqol[1:4, None] * torch.ones(3, 5), ref,
+                     visqol[5:, None] * torch.ones(4, 5)])
+    assert float(loss_fn(good, visqol, groups, bitrate)) < float(loss_fn(bad, visqol, groups, bitrate))
