@@ -83,7 +83,9 @@ rows = read_jsonl(sys.argv[1])
 print(f"  {len(rows)} items:", dict(collections.Counter(r["split"] for r in rows)))
 EOF
 
-# (d) the paper recipe, 3 training steps on CPU, then validation, calibration and export
+# (d) the paper recipe, 3 training steps on CPU, then validation, calibration and export.
+# Batches of 2 excerpts x (clean + 2 coded): the bitrate term ranks coded items only, and with a
+# single coded item per excerpt (batch 4 x 2 conditions) it would be identically 0.
 RUNS=$WORK/runs
 EXPORT=$WORK/model
 stamp "(d) deepaq fit -c configs/train/mert95m_lora_rnc.yaml (3 steps on CPU) -> $RUNS"
@@ -93,7 +95,7 @@ rm -rf "$RUNS" "$EXPORT"
   --model.model.backbone_args.pretrained "$CONVERTED" \
   --trainer.accelerator cpu --trainer.precision 32-true \
   --trainer.max_steps 3 --trainer.log_every_n_steps 1 \
-  --trainer.num_sanity_val_steps 0 --trainer.val_check_interval 3 \
+  --trainer.num_sanity_val_steps 0 --trainer.val_check_interval 3 --trainer.check_val_every_n_epoch null \
   --trainer.enable_progress_bar false \
   --trainer.default_root_dir "$RUNS" --trainer.logger.init_args.save_dir "$RUNS" \
   --data.batch_size 6 --data.conditions_per_excerpt 3 --data.crop_seconds 2 \

@@ -214,6 +214,9 @@ def build_mert(pretrained: str | None = None, config: dict | None = None,
             raise ValueError(f"{folder}: weights do not match its config: {problems} "
                              f"{info.get('error_msgs') or ''}")
         pretrained = str(folder.resolve())
+        # from_pretrained hands back eval mode and Lightning keeps each module's mode: without
+        # this the paper recipe would fine-tune with MERT's dropout silently off.
+        model.train()
     else:
         cfg = HubertConfig(**{**dict(config or {}), **overrides},
                            attn_implementation=attn_implementation)
