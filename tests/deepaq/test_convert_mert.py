@@ -86,6 +86,8 @@ def test_converts_exactly_and_loads_strictly(tmp_path, original, music_clip):
 
     backbone = build_backbone("mert", pretrained=str(dst))
     assert backbone.sample_rate == 24000 and backbone.normalize and backbone.pretrained_path
+    # fine-tuning starts in train mode: MERT's own dropout must be active, as in a random init
+    assert all(m.training for m in backbone.modules() if isinstance(m, torch.nn.Dropout))
     assert len(folder_sha256(dst)) == 64
     assert main([str(snapshot), str(dst)]) == 1          # refuses to overwrite without --force
     assert main([str(snapshot), str(dst), "--force"]) == 0
