@@ -218,3 +218,59 @@ class ReferenceRankLoss(nn.Module):
     def forward(self, features: Tensor, visqol: Tensor, groups: Tensor, bitrate: Tensor,
                 model: nn.Module | None = None, coded: Tensor | None = None) -> Tensor:
         return self.terms(features, visqol, groups, bitrate, model, coded)["loss"]
+
+
+class JNDContrastiveLoss(nn.Module):
+    """JND-pair contrastive loss (JSQA-style weak labels from ``deepaq-prep jnd``).
+
+    Two versions of the same excerpt whose degradation ``level`` differs by at most ``jnd`` sound
+    the same to a listener: their embeddings are pulled together (``d^2``). Pairs beyond the JND
+    are pushed at least ``margin`` apart (``relu(margin - d)^2``); with ``scale_margin`` the margin
+    grows with the gap in JNDs (``margin * min(gap / jnd, max_scale)``), so distance orders by level.
+    Only pairs of the same excerpt (``groups``) and the same degradation with finite levels count
+    (clean references have no level). ``level`` (and ``degradation``) reach the batch through
+    ``data.extra_columns``.
+    """
+
+    def __init__(self, jnd: float = 2.0, margin: float = 1.0, scale_margin: bool = True,
+                 max_scale: float = 4.0, level_column: str = "level",
+                 degradation_column: str = "degradation"):
+        super().__init__()
+        if jnd <= 0 or margin <= 0:
+            raise ValueError("jnd and margin must be > 0")
+        self.jnd, self.margin, self.scale_margin = float(jnd), float(margin), bool(scale_margin)
+        self.max_scale = float(max_scale)
+        self.level_column, self.degradation_column = level_column, degradation_column
+
+    def terms(self, batch: dict, groups: Tensor, features: Tensor | None = None,
+              distances: Tensor | None = None) -> dict[str, Tensor]:
+        dist = pairwise_l2(features) if distances is None else distances
+        device = dist.device
+        if self.level_column not in batch:
+            raise KeyError(f"column {self.level_column!r} not in the batch; add it to "
+                           "data.extra_columns")
+        raw = batch[self.level_column]
+        level = (raw if torch.is_tensor(raw) else torch.tensor(
+            [float("nan") if v is None else float(v) for v in raw])).to(device, torch.float64)
+        ok = torch.isfinite(level)
+        pair = (groups.to(device)[:, None] == groups.to(device)[None, :]) & ok[:, None] & ok[None, :]
+        kinds = batch.get(self.degradation_column)
+        if kinds is not None and not torch.is_tensor(kinds):
+            ids = {k: i for i, k in enumerate(sorted({str(k) for k in kinds}))}
+            kind = torch.tensor([ids[str(k)] for k in kinds], device=device)
+            pair &= kind[:, None] == kind[None, :]
+        pair &= torch.triu(torch.ones_like(pair), diagonal=1)
+        gap = (level[:, None] - level[None, :]).abs()
+        within = pair & (gap <= self.jnd + 1e-9)
+        beyond = pair & ~within
+        zero = dist.sum() * 0.0
+        margin = torch.full_like(dist, self.margin)
+        if self.scale_margin:
+            margin = self.margin * (gap / self.jnd).clamp(max=self.max_scale).to(dist.dtype)
+        pull = dist[within].pow(2).mean() if bool(within.any()) else zero
+        push = torch.relu(margin - dist)[beyond].pow(2).mean() if bool(beyond.any()) else zero
+        return {"loss": pull + push, "pull": pull, "push": push}
+
+    def forward(self, batch: dict, groups: Tensor, features: Tensor | None = None,
+                distances: Tensor | None = None) -> Tensor:
+        return self.terms(batch, groups, features, distances)["loss"]
