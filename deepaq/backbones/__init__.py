@@ -88,3 +88,19 @@ def folder_sha256(folder: str | os.PathLike) -> str:
 
 __all__ = ["available_backbones", "build_backbone", "file_sha256", "folder_sha256",
            "register_backbone"]
+
+
+def wave_and_lengths(wave, lengths=None):
+    """Check ``wave`` [B, T] and ``lengths`` [B] (valid samples, default all) and drop the columns no
+    clip uses: the shared input contract of every backbone's ``forward``."""
+    import torch
+
+    if wave.dim() != 2:
+        raise ValueError(f"expected wave [B, T], got shape {tuple(wave.shape)}")
+    batch, total = wave.shape
+    if lengths is None:
+        return wave, torch.full((batch,), total, dtype=torch.long, device=wave.device)
+    lengths = lengths.to(device=wave.device, dtype=torch.long)
+    if lengths.shape != (batch,) or bool((lengths < 1).any()) or bool((lengths > total).any()):
+        raise ValueError(f"lengths must be [B] in 1..{total}, got {lengths.tolist()}")
+    return wave[:, :int(lengths.max())], lengths

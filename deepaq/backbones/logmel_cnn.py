@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from deepaq.backbones import register_backbone
+from deepaq.backbones import register_backbone, wave_and_lengths
 
 
 def mel_filters(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0,
@@ -155,14 +155,7 @@ class LogMelCNN(nn.Module):
         """Nothing to freeze: the log-mel front end has no parameters."""
 
     def forward(self, wave: Tensor, lengths: Tensor | None = None) -> tuple[list[Tensor], Tensor]:
-        if wave.dim() != 2:
-            raise ValueError(f"expected wave [B, T], got shape {tuple(wave.shape)}")
-        batch, total = wave.shape
-        if lengths is None:
-            lengths = torch.full((batch,), total, dtype=torch.long, device=wave.device)
-        else:
-            lengths = lengths.to(device=wave.device, dtype=torch.long)
-            wave = wave[:, :int(lengths.max())]
+        wave, lengths = wave_and_lengths(wave, lengths)
         frames = self.frame_lengths(lengths)
         if bool((frames < 1).any()):
             raise ValueError(f"clip too short for log-mel: {int(lengths.min())} samples")

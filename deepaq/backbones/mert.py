@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from transformers import HubertConfig, HubertModel
 from transformers.models.hubert.modeling_hubert import HubertFeatureEncoder
 
-from deepaq.backbones import register_backbone
+from deepaq.backbones import register_backbone, wave_and_lengths
 
 MERT_SAMPLE_RATE = 24000
 #: what MERT's preprocessor_config.json says (Wav2Vec2FeatureExtractor)
@@ -136,17 +136,8 @@ class MertBackbone(nn.Module):
         return self.hubert._get_feat_extract_output_lengths(lengths).to(torch.long)
 
     def forward(self, wave: Tensor, lengths: Tensor | None = None) -> tuple[list[Tensor], Tensor]:
-        if wave.dim() != 2:
-            raise ValueError(f"expected wave [B, T], got shape {tuple(wave.shape)}")
-        batch, total = wave.shape
-        if lengths is None:
-            lengths = torch.full((batch,), total, dtype=torch.long, device=wave.device)
-        else:
-            lengths = lengths.to(device=wave.device, dtype=torch.long)
-            if lengths.shape != (batch,) or bool((lengths < 1).any()) or bool((lengths > total).any()):
-                raise ValueError(f"lengths must be [B] in 1..{total}, got {lengths.tolist()}")
-            total = int(lengths.max())
-            wave = wave[:, :total]
+        wave, lengths = wave_and_lengths(wave, lengths)
+        total = wave.shape[1]
         frames = self.frame_lengths(lengths)
         if bool((frames < 1).any()):
             raise ValueError(f"clip too short for the backbone: {int(lengths.min())} samples")
