@@ -1,9 +1,10 @@
 """HAAQI (Kates & Arehart) for normal hearing, through pyclarity's implementation.
 
 Why pyclarity: it is the maintained Python port used by the Clarity/Cadenza challenges. It is an
-optional extra because its declared dependencies are heavy; HAAQI itself only needs numpy, scipy,
+optional dependency because its declared dependencies are heavy; HAAQI itself only needs numpy, scipy,
 numba and pyyaml, which deepaq already depends on, so install it with
-``pip install --no-deps pyclarity==0.9.0`` (or ``pip install 'deepaq[haaqi]'``).
+``pip install --no-deps pyclarity==0.9.0`` (a plain install would pull torchaudio, which
+breaks the CPU torch here).
 
 Conventions: flat 0 dB HL audiogram, no NAL-R equalisation (``equalisation=2``: nothing to
 compensate), each channel's reference presented at 65 dB SPL (``level1 = 65 - 20 log10 rms(ref)``,
@@ -17,7 +18,7 @@ import numpy as np
 
 from deepaq.metrics import Metric, MetricInfo
 
-INSTALL_HINT = "pip install 'deepaq[haaqi]'"
+INSTALL_HINT = "pip install --no-deps pyclarity==0.9.0"
 AUDIOGRAM_FREQUENCIES = (250, 500, 1000, 2000, 4000, 6000)
 
 
@@ -27,8 +28,7 @@ def _haaqi_v1():
         from clarity.evaluator.haaqi import haaqi_v1
         from clarity.utils.audiogram import Audiogram
     except ImportError as err:
-        raise ImportError(f"HAAQI needs pyclarity: {INSTALL_HINT} "
-                          "(or pip install --no-deps pyclarity)") from err
+        raise ImportError(f"HAAQI needs pyclarity: {INSTALL_HINT}") from err
     return haaqi_v1, Audiogram
 
 

@@ -20,7 +20,7 @@ def test_missing_pyclarity_names_the_extra(monkeypatch):
 
 def test_haaqi_on_music(music_clip):
     pytest.importorskip("clarity.evaluator.haaqi",
-                        reason="pyclarity missing: pip install 'deepaq[haaqi]'")
+                        reason="pyclarity missing: pip install --no-deps pyclarity==0.9.0")
     x = music_clip("guitar", seconds=1.5, offset=1.0)[:1]          # mono keeps it fast
     metric = HAAQIMetric()
     assert metric.info.extra == "haaqi" and metric.info.higher_is_better
@@ -35,7 +35,7 @@ def test_haaqi_on_music(music_clip):
 
 def test_channels_are_averaged(music_clip):
     pytest.importorskip("clarity.evaluator.haaqi",
-                        reason="pyclarity missing: pip install 'deepaq[haaqi]'")
+                        reason="pyclarity missing: pip install --no-deps pyclarity==0.9.0")
     x = music_clip("castanets", seconds=1.0, offset=1.0)
     deg = x.copy()
     deg[1] += 0.05 * np.random.default_rng(0).standard_normal(deg.shape[1]).astype(np.float32)
