@@ -14,7 +14,7 @@ def test_missing_pyclarity_names_the_extra(monkeypatch):
     for name in [m for m in sys.modules if m == "clarity" or m.startswith("clarity.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "clarity", None)   # makes "import clarity..." fail
-    with pytest.raises(ImportError, match=r"pip install 'deepaq\[haaqi\]'"):
+    with pytest.raises(ImportError, match=r"pip install --no-deps pyclarity==0\.9\.0"):
         HAAQIMetric()
 
 
