@@ -11,7 +11,6 @@ reason. Usage:
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import time
 from pathlib import Path
@@ -41,23 +40,12 @@ def _registry() -> tuple[list[str], object]:
 
 
 def mp3_roundtrip(x: np.ndarray, sr: int, kbps: int = 64) -> np.ndarray:
-    """Encode/decode with PyAV's libmp3lame; the decoder drops the priming samples."""
-    import av
+    """MP3 through the corpus pipeline's codec stage: delay-compensated, aligned, same length."""
+    from data_prep.codecs import CodecSpec, code_excerpt
 
-    buf = io.BytesIO()
-    layout = "stereo" if x.shape[0] == 2 else "mono"
-    with av.open(buf, "w", format="mp3") as out:
-        stream = out.add_stream("libmp3lame", rate=sr, layout=layout)
-        stream.bit_rate = kbps * 1000
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x, dtype=np.float32),
-                                           format="fltp", layout=layout)
-        frame.sample_rate = sr
-        for packet in [*stream.encode(frame), *stream.encode(None)]:
-            out.mux(packet)
-    buf.seek(0)
-    with av.open(buf, "r") as inp:
-        y = np.concatenate([f.to_ndarray() for f in inp.decode(audio=0)], axis=1)[:, :x.shape[1]]
-    return np.pad(y, ((0, 0), (0, x.shape[1] - y.shape[1]))).astype(np.float32)
+    if sr != 48000:
+        raise ValueError("the codec stage takes 48 kHz audio")
+    return code_excerpt(x, CodecSpec("mp3", kbps, "libmp3lame", "mp3")).audio
 
 
 def load_pairs(n_pairs: int, seconds: float) -> list[tuple[str, np.ndarray, np.ndarray]]:

@@ -36,3 +36,15 @@ def music_clip(shared_audio_dir):
         return x[:, a:a + int(seconds * 48000)].copy()
 
     return clip
+
+
+@pytest.fixture(scope="session")
+def mp3_code():
+    """``mp3_code(x, kbps) -> x`` coded with MP3 and back through the corpus pipeline's own codec
+    stage (``data_prep.codecs.code_excerpt``): delay-compensated, aligned, same length."""
+    from data_prep.codecs import CodecSpec, code_excerpt
+
+    def code(x: np.ndarray, kbps: int) -> np.ndarray:
+        return code_excerpt(x, CodecSpec("mp3", kbps, "libmp3lame", "mp3")).audio
+
+    return code

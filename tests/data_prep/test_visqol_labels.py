@@ -3,7 +3,6 @@ real music, and clear errors on unusable input."""
 
 from __future__ import annotations
 
-import io
 import itertools
 import json
 from pathlib import Path
@@ -59,32 +58,11 @@ def test_conformance_cases_are_all_present():
     assert set(LOOSER) <= {c["name"] for c in cases}
 
 
-def _mp3_roundtrip(x: np.ndarray, kbps: int) -> np.ndarray:
-    """Code stereo 48 kHz audio to MP3 and back in memory (PyAV, libmp3lame)."""
-    import av
-
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp3") as out:
-        stream = out.add_stream("libmp3lame", rate=48000, layout="stereo")
-        stream.bit_rate = kbps * 1000
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x), format="fltp",
-                                           layout="stereo")
-        frame.sample_rate = 48000
-        for packet in stream.encode(frame):
-            out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    buf.seek(0)
-    with av.open(buf) as inp:
-        y = np.concatenate([f.to_ndarray() for f in inp.decode(audio=0)], axis=1)
-    return y.astype(np.float32)
-
-
 @pytest.mark.parametrize("name", ["guitar", "harpsichord"])
-def test_labels_fall_as_mp3_bitrate_falls(labeller, music_clip, name):
+def test_labels_fall_as_mp3_bitrate_falls(labeller, music_clip, name, mp3_code):
     # MP3 at 48 kHz has no bitrate below 32 kbps (LAME clamps 16 -> 32), so stop at 32.
     ref = music_clip(name, seconds=3.0, offset=1.0)
-    scores = [labeller.score(ref, _mp3_roundtrip(ref, kbps)) for kbps in (128, 64, 32)]
+    scores = [labeller.score(ref, mp3_code(ref, kbps)) for kbps in (128, 64, 32)]
     assert scores[0] > scores[1] > scores[2], scores
     assert labeller.score(ref, ref) > scores[0]
     assert all(1.0 <= s <= 5.0 for s in scores)
@@ -101,11 +79,11 @@ def test_labels_fall_as_bandwidth_falls(labeller, music_clip):
     assert all(a > b for a, b in itertools.pairwise(scores)), scores
 
 
-def test_channels_are_averaged_and_files_match_arrays(labeller, music_clip, tmp_path):
+def test_channels_are_averaged_and_files_match_arrays(labeller, music_clip, tmp_path, mp3_code):
     from deepaq.audio import write_audio
 
     ref = music_clip("glock", seconds=2.0)
-    deg = _mp3_roundtrip(ref, 64)
+    deg = mp3_code(ref, 64)
     stereo = labeller.score(ref, deg)
     mono = labeller.score(ref.mean(axis=0, keepdims=True), deg.mean(axis=0, keepdims=True))
     assert stereo == pytest.approx(mono, abs=1e-9)
@@ -117,12 +95,12 @@ def test_channels_are_averaged_and_files_match_arrays(labeller, music_clip, tmp_
         stereo, abs=1e-9)
 
 
-def test_other_rates_are_resampled_or_refused(labeller, music_clip):
+def test_other_rates_are_resampled_or_refused(labeller, music_clip, mp3_code):
     from data_prep.visqol_labels import VisqolLabeller
     from deepaq.audio import resample
 
     ref = music_clip("sopr", seconds=2.0)
-    deg = _mp3_roundtrip(ref, 32)
+    deg = mp3_code(ref, 32)
     at48 = labeller.score(ref, deg)
     at44 = labeller.score(resample(ref, 48000, 44100), resample(deg, 48000, 44100), 44100)
     assert abs(at44 - at48) < 0.1, (at44, at48)
@@ -146,13 +124,13 @@ def test_silent_and_nan_inputs_raise_audio_error(labeller, music_clip):
         labeller.score(ref, ref[:, :0])
 
 
-def test_speech_mode_runs_at_16k(music_clip):
+def test_speech_mode_runs_at_16k(music_clip, mp3_code):
     from data_prep.visqol_labels import VisqolLabeller
 
     speech = VisqolLabeller(mode="speech", speech_lattice=False)
     assert speech.sample_rate == 16000
     ref = music_clip("sopr", seconds=2.0)
-    lowpassed = _mp3_roundtrip(ref, 32)
+    lowpassed = mp3_code(ref, 32)
     clean, coded = speech.score(ref, ref), speech.score(ref, lowpassed)
     assert 1.0 <= coded < clean <= 5.0
 
@@ -163,7 +141,7 @@ def test_version_is_recorded():
     assert VISQOL_VERSION == "3.8.0"
 
 
-def test_scores_are_reproducible_run_to_run(labeller, music_clip):
+def test_scores_are_reproducible_run_to_run(labeller, music_clip, mp3_code):
     # Byte-identical manifests need labels that agree to the digits the manifest keeps
     # (LABEL_DECIMALS). Exact float equality does not hold in every process: once torch's or
     # numba's thread pools are up (as in a full test session), FFT/reduction order can move the
@@ -171,7 +149,7 @@ def test_scores_are_reproducible_run_to_run(labeller, music_clip):
     from data_prep.pipeline import LABEL_DECIMALS
 
     ref = music_clip("glock", seconds=3.0)
-    deg = _mp3_roundtrip(ref, 48)
+    deg = mp3_code(ref, 48)
     scores = [labeller.score(ref, deg) for _ in range(3)]
     assert max(scores) - min(scores) < 1e-9, scores
     assert len({round(s, LABEL_DECIMALS) for s in scores}) == 1
