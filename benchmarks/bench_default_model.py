@@ -188,10 +188,13 @@ def main(argv: list[str] | None = None) -> int:
         ood_quality[name] = -model_distances(scorer, ood_pairs_)
         speed_scorer = speed_scorer or (scorer, path)
         if name == "DeePAQ-small (shipped)":
-            random = QualityModel(**model.config()).eval()
-            rs = Scorer(random, None, device="cpu", metadata=scorer.metadata)
-            quality["same architecture, random init"] = -model_distances(rs, pairs)
-            ood_quality["same architecture, random init"] = -model_distances(rs, ood_pairs_)
+            torch.manual_seed(0)
+            untrained = QualityModel(**model.config()).eval()
+            label = ("same architecture, untrained (equal band weights)"
+                     if model.config().get("distance") == "nsim" else "same architecture, random init")
+            rs = Scorer(untrained, None, device="cpu", metadata=scorer.metadata)
+            quality[label] = -model_distances(rs, pairs)
+            ood_quality[label] = -model_distances(rs, ood_pairs_)
 
     header = ("| metric | Spearman vs ViSQOL (210 pairs) | within-reference Spearman | "
               "Kendall tau vs kbps: opus / mp3 / aac | OOD Spearman vs ViSQOL "

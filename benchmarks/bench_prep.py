@@ -22,10 +22,10 @@ How it measures (why it is done this way):
 * ViSQOL-only = the corpus's own reference/item FLAC pairs (every manifest row, clean included,
   since the pipeline labels clean vs itself too) scored with ``VisqolLabeller`` alone, one task
   per excerpt, with the same number of processes as the pipeline run it is compared with.
-* The pipeline records per-stage seconds (read, codec, write, visqol) but lumps encode, decode,
-  resampling and alignment into "codec"; those are timed here separately (``_encode``,
-  ``_decode``, ``align_to_reference``) in this process on the same excerpts and conditions, and
-  the pipeline's codec share is split in the same proportions.
+* The pipeline itself measures its stages (``.progress`` timing, summed into
+  ``BuildResult.timing``): read, write, visqol, codec, and within codec the measured resample,
+  encode (also per codec), decode and align seconds of every ``code_excerpt`` call. The tables
+  report those numbers directly, per run; nothing is re-timed or apportioned here.
 * Shares are of the run's process-seconds (wall x jobs); "other" is what no stage recorded:
   pool start-up, scheduling and idle workers, manifest writing.
 * The machine may be shared, so the load average is printed at the start of every run; the
@@ -54,7 +54,6 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "visqol_conformance" / "audio"
 DEFAULT_GRID = REPO / "configs" / "data_prep" / "default_grid.yaml"
 TARGET_RATIO = 1.15
-SAMPLE_RATE = 48000
 #: Plain references only: "guitar48_stereo.wav", not "guitar48_stereo_5_sec.wav" or "_64kbps_aac".
 REFERENCE_NAME = re.compile(r"[A-Za-z]+48_stereo\.wav")
 
@@ -72,7 +71,7 @@ def shared_references(count: int) -> list[Path]:
 
 
 def corpus_config(spec: dict):
-    """The CorpusConfig every run (pipeline and codec split) uses, from the run spec."""
+    """The CorpusConfig of the pipeline runs, from the run spec."""
     from data_prep.pipeline import CorpusConfig
 
     return CorpusConfig(excerpt_seconds=spec["excerpt_seconds"], grid=spec["grid"],
@@ -196,64 +195,6 @@ def in_fresh_process(kind: str, spec: dict) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-# -- codec split (in this process) ----------------------------------------------------------------
-
-def codec_split(spec: dict) -> dict:
-    """Seconds in resample, encode, decode and alignment, and the whole ``code_excerpt`` call.
-
-    Same excerpts (cut and loaded exactly as ``process_excerpt`` does) and conditions as the
-    pipeline; each stage is timed on its own because the pipeline only records their sum.
-    """
-    from tqdm import tqdm
-
-    from data_prep import codecs
-    from data_prep.alignment import align_to_reference
-    from data_prep.pipeline import _keep_channels, plan_excerpts
-    from data_prep.sources import discover
-    from deepaq.audio import check_audio, load_audio, resample
-
-    cfg = corpus_config(spec)
-    grid = codecs.load_grid(cfg.grid)
-    plans, _ = plan_excerpts(discover(spec["inputs"]), cfg)
-    total: Counter = Counter()
-    if plans:  # untimed first pass: PyAV import and codec set-up are one-off, not per condition
-        x = load_audio(plans[0].track.path, sample_rate=SAMPLE_RATE, start=plans[0].start,
-                       end=plans[0].start + plans[0].seconds)
-        for cs in grid:
-            codecs.code_excerpt(x, cs)
-    for plan in tqdm(plans, unit="excerpt", desc="codec split", file=sys.stderr):
-        x = load_audio(plan.track.path, sample_rate=SAMPLE_RATE, start=plan.start,
-                       end=plan.start + plan.seconds)
-        x = _keep_channels(check_audio(x, SAMPLE_RATE, plan.track.path), cfg.channels)
-        x = x[:, : round(plan.seconds * SAMPLE_RATE)].copy()
-        for cs in grid:
-            t = time.perf_counter()
-            codecs.code_excerpt(x, cs)
-            total["code_excerpt"] += time.perf_counter() - t
-            t = time.perf_counter()
-            coded_in = resample(x, SAMPLE_RATE, cs.sample_rate)
-            total["resample"] += time.perf_counter() - t
-            t = time.perf_counter()
-            data, priming, _ = codecs._encode(coded_in, cs)
-            elapsed = time.perf_counter() - t
-            total["encode"] += elapsed
-            total[f"encode {cs.codec}"] += elapsed
-            t = time.perf_counter()
-            decoded = codecs._decode(data, cs, x.shape[0])
-            total["decode"] += time.perf_counter() - t
-            t = time.perf_counter()
-            decoded = resample(decoded[:, priming:], cs.sample_rate, SAMPLE_RATE)
-            total["resample"] += time.perf_counter() - t
-            t = time.perf_counter()
-            align_to_reference(x, decoded, cs.max_lag_samples)
-            total["align"] += time.perf_counter() - t
-    total["excerpts"] = len(plans)
-    split = dict(total)
-    split["conditions"] = len(grid)
-    split["codecs"] = [cs.codec for cs in grid]
-    return split
-
-
 # -- report ---------------------------------------------------------------------------------------
 
 def machine_facts() -> str:
@@ -287,12 +228,27 @@ def _mib(value: float) -> str:
     return f"{value:.0f}" if value > 0 else "-"
 
 
-def report(args: argparse.Namespace, refs: list[Path], warm: dict, split: dict,
+def codec_line(jobs: int, pipe: dict, grid: list) -> str:
+    """Mean measured milliseconds per coded condition in one pipeline run, by step and codec."""
+    t = pipe["timing"]
+    n = max(1, pipe["excerpts"] * len(grid))
+    ms = {k: 1000 * t.get(k, 0.0) / n for k in ("codec", "encode", "decode", "align", "resample")}
+    per_codec = Counter(cs.codec for cs in grid)
+    by_codec = ", ".join(f"{c} {1000 * t.get(f'encode {c}', 0.0) / pipe['excerpts'] / k:.1f}"
+                         for c, k in per_codec.items()) if pipe["excerpts"] else "n/a"
+    return (f"- jobs {jobs}, codec stage per condition (mean ms over {pipe['excerpts']} excerpts "
+            f"x {len(grid)} conditions): {ms['codec']:.1f} = encode {ms['encode']:.1f} + decode "
+            f"{ms['decode']:.1f} + alignment {ms['align']:.1f} + resample {ms['resample']:.1f} + "
+            f"rest {ms['codec'] - ms['encode'] - ms['decode'] - ms['align'] - ms['resample']:.1f}; "
+            f"encode by codec: {by_codec}.")
+
+
+def report(args: argparse.Namespace, refs: list[Path], warm: dict, grid: list,
            runs: list[tuple[int, dict, dict]], facts: str) -> str:
     """The Markdown the benchmark prints: command, machine, throughput/ratio and time shares."""
     lines = [
         (f"## bench_prep: references {len(refs)}, excerpts {args.excerpt_seconds:g} s, "
-         f"{split['conditions']} coded conditions + clean per excerpt"),
+         f"{len(grid)} coded conditions + clean per excerpt"),
         "",
         f"- command: `{shlex.join([sys.executable, *sys.argv])}` (cwd `{os.getcwd()}`)",
         f"- machine: {facts}",
@@ -319,15 +275,12 @@ def report(args: argparse.Namespace, refs: list[Path], warm: dict, split: dict,
             f"{_mib(pipe['rss_self_mib'])} / {_mib(pipe['rss_child_mib'])} | "
             f"{_mib(vq['rss_self_mib'])} / {_mib(vq['rss_child_mib'])} | "
             f"{pipe['load']:.1f}, {vq['load']:.1f} |")
-    codec_parts = {k: split.get(k, 0.0) for k in ("encode", "decode", "align", "resample")}
-    whole = split.get("code_excerpt", 0.0)
-    frac = {k: (v / whole if whole > 0 else 0.0) for k, v in codec_parts.items()}
     lines += [
         "",
-        ("Share of the pipeline run's process-seconds (wall x jobs). Encode / decode / "
-         "alignment / rest split the pipeline's own codec time in the proportions timed "
-         "in-process (below); other = what no stage records: labeller start-up, pool start-up, "
-         "idle workers, manifest."),
+        ("Share of the pipeline run's process-seconds (wall x jobs), from the pipeline's own "
+         "stage timing; encode, decode, alignment and resample are measured inside each "
+         "``code_excerpt`` call, rest of codec = the rest of those calls (checks, copies); other "
+         "= what no stage records: labeller start-up, pool start-up, idle workers, manifest."),
         "",
         ("| jobs | ViSQOL | codec (all) | encode | decode | alignment | resample + rest of codec "
          "| write FLAC | read source | other |"),
@@ -337,27 +290,15 @@ def report(args: argparse.Namespace, refs: list[Path], warm: dict, split: dict,
         cap = pipe["wall_s"] * jobs
         t = pipe["timing"]
         codec = t.get("codec", 0.0)
-        rest = codec * (1 - frac["encode"] - frac["decode"] - frac["align"])
+        rest = codec - sum(t.get(k, 0.0) for k in ("encode", "decode", "align"))
         recorded = sum(t.get(k, 0.0) for k in ("visqol", "codec", "write", "read"))
         lines.append(
             f"| {jobs} | {_pct(t.get('visqol', 0.0), cap)} | {_pct(codec, cap)} | "
-            f"{_pct(codec * frac['encode'], cap)} | {_pct(codec * frac['decode'], cap)} | "
-            f"{_pct(codec * frac['align'], cap)} | {_pct(rest, cap)} | "
+            f"{_pct(t.get('encode', 0.0), cap)} | {_pct(t.get('decode', 0.0), cap)} | "
+            f"{_pct(t.get('align', 0.0), cap)} | {_pct(rest, cap)} | "
             f"{_pct(t.get('write', 0.0), cap)} | {_pct(t.get('read', 0.0), cap)} | "
             f"{_pct(cap - recorded, cap)} |")
-    n = max(1, split["excerpts"] * split["conditions"])
-    ms = {k: 1000 * v / n for k, v in codec_parts.items()}
-    per_codec = Counter(f"encode {c}" for c in split.get("codecs", []))
-    lines += [
-        "",
-        (f"In-process codec split ({split['excerpts']} excerpts x {split['conditions']} "
-         f"conditions, mean ms per condition): code_excerpt {1000 * whole / n:.1f} = encode "
-         f"{ms['encode']:.1f} + decode {ms['decode']:.1f} + alignment {ms['align']:.1f} + "
-         f"resample {ms['resample']:.1f} + rest {1000 * whole / n - sum(ms.values()):.1f} "
-         f"(timed apart, so the parts need not add up exactly). Encode by codec, mean ms: "
-         + ", ".join(f"{k.split()[1]} {1000 * v / split['excerpts'] / per_codec[k]:.1f}"
-                     for k, v in split.items() if k.startswith("encode "))
-         + "."),
+    lines += ["", *[codec_line(jobs, pipe, grid) for jobs, pipe, _ in runs], "",
         ("Load-adjusted ratio = pipeline / ViSQOL-only x (ViSQOL seconds in the ViSQOL-only run "
          "/ ViSQOL seconds in the pipeline run): it cancels a change of machine load between "
          "the two runs. Target met = both ratios <= 1.15."),
@@ -404,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["_run"]:
         print(json.dumps(RUNS[argv[1]](json.loads(argv[2]))))
         return 0
+    from data_prep.codecs import load_grid
+
     args = parse_args(argv)
     facts = machine_facts()
     refs = shared_references(args.refs)
@@ -413,8 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print("warming up ViSQOL (numba cache) ...", file=sys.stderr)
         warm = in_fresh_process("warmup", {})
-        print("timing encode / decode / alignment in-process ...", file=sys.stderr)
-        split = codec_split(base)
+        grid = load_grid(base["grid"])
         runs = []
         for jobs in args.jobs:
             out = work / f"bench_prep_jobs{jobs}"
@@ -428,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
-    print(report(args, refs, warm, split, runs, facts))
+    print(report(args, refs, warm, grid, runs, facts))
     return 0
 
 

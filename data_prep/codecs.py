@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import io
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from data_prep.alignment import align_to_reference
+from data_prep.alignment import ReferenceSignal, align_to_reference
 from data_prep.manifest import condition_name
 from deepaq.audio import AudioError, resample
 
@@ -66,6 +69,8 @@ class CodedAudio:
     alignment_lag: int                # residual lag found after that, and corrected
     coded_sample_rate: int
     encoded_bytes: int                # sum of the packet sizes (container overhead excluded)
+    #: seconds spent in each step (resample, encode, decode, align), for the pipeline's timing
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------
@@ -180,27 +185,31 @@ def _decode(data: bytes, spec: CodecSpec, channels: int) -> np.ndarray:
     return np.concatenate(chunks, axis=1).astype(np.float32, copy=False)
 
 
-def code_excerpt(audio: np.ndarray, spec: CodecSpec) -> CodedAudio:
+def code_excerpt(audio: np.ndarray | ReferenceSignal, spec: CodecSpec) -> CodedAudio:
     """Encode and decode ``audio`` (C, N) float32 at 48 kHz, mono or stereo, and align it back.
 
-    The result has exactly N samples and the input's channels. Deterministic: the same input and
-    spec give the same samples.
+    ``audio`` may be a :class:`~data_prep.alignment.ReferenceSignal` of the excerpt, so a grid of
+    conditions reuses one analysis of the reference for alignment. The result has exactly N
+    samples and the input's channels. Deterministic: the same input and spec give the same samples.
     """
-    x = np.asarray(audio, dtype=np.float32)
+    reference = audio if isinstance(audio, ReferenceSignal) else None
+    x = np.asarray(audio if reference is None else reference.audio, dtype=np.float32)
     if x.ndim != 2 or x.shape[0] not in (1, 2) or x.shape[1] == 0:
         raise CodecError(spec, f"expected (1 or 2, N>0) audio, got shape {x.shape}")
     n = x.shape[1]
-    coded_in = resample(x, SAMPLE_RATE, spec.sample_rate)
+    clock = _Clock()
+    coded_in = clock("resample", resample, x, SAMPLE_RATE, spec.sample_rate)
     try:
-        data, priming, payload = _encode(coded_in, spec)
-        decoded = _decode(data, spec, x.shape[0])
+        data, priming, payload = clock("encode", _encode, coded_in, spec)
+        decoded = clock("decode", _decode, data, spec, x.shape[0])
     except CodecError:
         raise
     except Exception as exc:  # FFmpeg errors come in many types; say which condition failed
         raise CodecError(spec, f"encode/decode failed: {exc}") from exc
-    decoded = resample(decoded[:, priming:], spec.sample_rate, SAMPLE_RATE)
+    decoded = clock("resample", resample, decoded[:, priming:], spec.sample_rate, SAMPLE_RATE)
     try:
-        aligned, lag = align_to_reference(x, decoded, spec.max_lag_samples)
+        aligned, lag = clock("align", align_to_reference, x if reference is None else reference,
+                             decoded, spec.max_lag_samples)
     except ValueError as exc:
         raise CodecError(spec, str(exc)) from exc
     if abs(lag) > spec.tolerance_samples:
@@ -215,4 +224,19 @@ def code_excerpt(audio: np.ndarray, spec: CodecSpec) -> CodedAudio:
         alignment_lag=int(lag),
         coded_sample_rate=int(spec.sample_rate),
         encoded_bytes=int(payload),
+        seconds=clock.seconds,
     )
+
+
+class _Clock:
+    """Calls a function and adds its wall time to ``seconds[step]``: measured per-step costs."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, step: str, fn: Callable[..., Any], *args: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - t0

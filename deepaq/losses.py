@@ -173,13 +173,22 @@ class ReferenceRankLoss(nn.Module):
     (``within_weight``). Needs each coded item's clean reference in the batch (the excerpt batch
     sampler with ``include_clean``). D is ``model.distance`` (frame-level when the model pools by
     frame), computed for the B item/reference pairs only, not all B^2.
+
+    ``bitrate_weight`` adds DeePAQ's second weak label as a term of the same form: within one
+    excerpt and one codec, the item coded at the higher bitrate (by more than a factor
+    ``bitrate_ratio``) must be closer to the reference. It needs the ``codec`` column in the batch
+    (``data.extra_columns: [codec]``). Why: ViSQOL's labels are not monotone in bitrate everywhere
+    (on real recordings it rates Opus at 16 kbps above 32 kbps), while a codec engineer expects
+    a metric to order one codec's bitrates.
     """
 
     def __init__(self, temperature: float = 0.1, min_gap: float = 0.02, within_weight: float = 1.0,
-                 across_weight: float = 1.0):
+                 across_weight: float = 1.0, bitrate_weight: float = 0.0,
+                 bitrate_ratio: float = 1.2):
         super().__init__()
         self.temperature, self.min_gap = float(temperature), float(min_gap)
         self.within_weight, self.across_weight = float(within_weight), float(across_weight)
+        self.bitrate_weight, self.bitrate_ratio = float(bitrate_weight), float(bitrate_ratio)
 
     def reference_distances(self, features: Tensor, groups: Tensor, coded: Tensor,
                             model: nn.Module | None = None) -> tuple[Tensor, Tensor]:
@@ -195,29 +204,44 @@ class ReferenceRankLoss(nn.Module):
         return d, has_ref
 
     def terms(self, features: Tensor, visqol: Tensor, groups: Tensor, bitrate: Tensor,
-              model: nn.Module | None = None, coded: Tensor | None = None) -> dict[str, Tensor]:
+              model: nn.Module | None = None, coded: Tensor | None = None,
+              codec: list | None = None) -> dict[str, Tensor]:
         device = features.device
-        groups, visqol = groups.to(device), visqol.to(device)
-        coded = torch.isfinite(bitrate.to(device)) if coded is None else coded.to(device).bool()
+        groups, visqol, bitrate = groups.to(device), visqol.to(device), bitrate.to(device)
+        coded = torch.isfinite(bitrate) if coded is None else coded.to(device).bool()
+        if self.bitrate_weight > 0 and codec is None:
+            raise ValueError("ReferenceRankLoss(bitrate_weight > 0) needs the 'codec' column: "
+                             "set data.extra_columns: [codec] in the recipe")
         d, has_ref = self.reference_distances(features, groups, coded, model)
         zero = features.sum() * 0.0
         if int(has_ref.sum()) < 2:
-            return {"loss": zero, "within": zero, "across": zero}
+            return {"loss": zero, "within": zero, "across": zero, "bitrate": zero}
         d = d / d[has_ref].mean().clamp(min=1e-8)
         better = ((visqol[:, None] > visqol[None, :] + self.min_gap)
                   & has_ref[:, None] & has_ref[None, :])
         same = groups[:, None] == groups[None, :]
         logits = (d[:, None] - d[None, :]) / self.temperature                  # want d_i < d_j
         pair_loss = torch.nn.functional.softplus(logits)
+        pairs = {"within": better & same, "across": better & ~same}
+        if codec is not None:
+            ids = {name: i for i, name in enumerate(sorted({str(c) for c in codec}))}
+            codec_id = torch.tensor([ids[str(c)] for c in codec], device=device)
+            rate = torch.where(has_ref, bitrate, torch.zeros_like(bitrate))
+            pairs["bitrate"] = ((rate[:, None] > rate[None, :] * self.bitrate_ratio) & same
+                                & (codec_id[:, None] == codec_id[None, :])
+                                & has_ref[:, None] & has_ref[None, :])
         out = {}
-        for name, sel in (("within", better & same), ("across", better & ~same)):
+        for name, sel in pairs.items():
             out[name] = pair_loss[sel].mean() if bool(sel.any()) else zero
         out["loss"] = self.within_weight * out["within"] + self.across_weight * out["across"]
+        if self.bitrate_weight > 0:
+            out["loss"] = out["loss"] + self.bitrate_weight * out["bitrate"]
         return out
 
     def forward(self, features: Tensor, visqol: Tensor, groups: Tensor, bitrate: Tensor,
-                model: nn.Module | None = None, coded: Tensor | None = None) -> Tensor:
-        return self.terms(features, visqol, groups, bitrate, model, coded)["loss"]
+                model: nn.Module | None = None, coded: Tensor | None = None,
+                codec: list | None = None) -> Tensor:
+        return self.terms(features, visqol, groups, bitrate, model, coded, codec)["loss"]
 
 
 class JNDContrastiveLoss(nn.Module):

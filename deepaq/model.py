@@ -1,4 +1,4 @@
-"""QualityModel: backbone hidden states -> pooled (or per-frame) quality embedding; metric = L2.
+"""QualityModel: backbone hidden states -> pooled (or per-frame) quality embedding; metric = distance.
 
 DeePAQ's model: MERT's 13 hidden states, each mean-pooled over time, concatenated (13 x 768 = 9984)
 -> ReLU -> Linear(256); LoRA adapters (peft) on the backbone's attention projections, the head
@@ -10,6 +10,12 @@ quality metric. The constructor arguments are the YAML recipe's ``model:`` mappi
 ReLU -> Linear, giving [B, F, D] with padded frames set to exactly zero; ``distance`` is then the
 mean over valid frames of the per-frame L2 distance (a frame-level comparison, closer to what a
 full-reference metric does than comparing two time averages).
+
+``distance="nsim"`` (frame pooling) compares the two frame sequences channel by channel with
+ViSQOL's NSIM (``deepaq.nsim``) and weighs each channel's dissimilarity 1 - NSIM_c with a learned
+non-negative weight: d = sum_c softplus(w_c) (1 - NSIM_c) / sum_c softplus(w_c). With ``head="none"``
+the embedding is the chosen hidden states themselves (no ReLU/Linear), which keeps a band
+spectrogram backbone's channels in frequency order, as NSIM's window needs.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from deepaq.backbones import build_backbone
 logger = logging.getLogger(__name__)
 
 POOLINGS = ("mean", "frame")
+HEADS = ("linear", "none")
+DISTANCES = ("l2", "nsim")
 LORA_KEYS = {"r", "alpha", "dropout", "target_modules"}
 DEFAULT_LORA = {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}
 
@@ -62,23 +70,32 @@ class QualityModel(nn.Module):
         gradient_checkpointing: trade compute for activation memory in the backbone.
         freeze_backbone: train the head only (a linear probe): every backbone parameter, adapters
             included, is frozen.
+        head: "linear" (ReLU -> Linear(embed_dim), DeePAQ's) or "none" (the hidden states are the
+            embedding; ``embed_dim`` must then be None or their total width).
+        distance: "l2" or "nsim" (per-channel NSIM with learned channel weights; frame pooling).
     """
 
     def __init__(self, backbone: str = "mert", backbone_args: dict | None = None,
                  layers: list[int] | None = None, embed_dim: int = 256, pooling: str = "mean",
                  lora: dict | None = None, freeze_feature_encoder: bool = True,
-                 gradient_checkpointing: bool = False, freeze_backbone: bool = False):
+                 gradient_checkpointing: bool = False, freeze_backbone: bool = False,
+                 head: str = "linear", distance: str = "l2"):
         super().__init__()
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        for name, value, allowed in (("pooling", pooling, POOLINGS), ("head", head, HEADS),
+                                     ("distance", distance, DISTANCES)):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if distance == "nsim" and pooling != "frame":
+            raise ValueError("distance='nsim' compares frame sequences: it needs pooling='frame'")
         self._config = _yamlable({
             "backbone": backbone, "backbone_args": copy.deepcopy(dict(backbone_args or {})),
             "layers": None if layers is None else [int(i) for i in layers],
-            "embed_dim": int(embed_dim), "pooling": pooling,
+            "embed_dim": None if embed_dim is None else int(embed_dim), "pooling": pooling,
             "lora": None if lora is None else copy.deepcopy(dict(lora)),
             "freeze_feature_encoder": bool(freeze_feature_encoder),
             "gradient_checkpointing": bool(gradient_checkpointing),
             "freeze_backbone": bool(freeze_backbone),
+            "head": head, "distance": distance,
         })
         self.backbone = build_backbone(backbone, **(backbone_args or {}))
         n = self.backbone.num_layers_out
@@ -88,9 +105,25 @@ class QualityModel(nn.Module):
             raise ValueError(f"layers {chosen} out of range for {n} hidden states")
         self.layer_indices = [i % n for i in chosen]
         self.pooling = pooling
-        self.embed_dim = int(embed_dim)
-        in_dim = sum(self.backbone.hidden_sizes[i] for i in self.layer_indices)
-        self.head = nn.Linear(in_dim, self.embed_dim)
+        self.distance_kind = distance
+        widths = [self.backbone.hidden_sizes[i] for i in self.layer_indices]
+        in_dim = sum(widths)
+        if head == "none":
+            if embed_dim is not None and int(embed_dim) != in_dim:
+                raise ValueError(f"head='none' keeps the {in_dim} channels of the chosen hidden "
+                                 f"states; embed_dim={embed_dim} cannot be honoured")
+            self.embed_dim = in_dim
+            self.head = None
+            self.channel_blocks = widths         # NSIM's window must not cross hidden states
+        else:
+            if embed_dim is None:
+                raise ValueError("head='linear' needs embed_dim")
+            self.embed_dim = int(embed_dim)
+            self.head = nn.Linear(in_dim, self.embed_dim)
+            self.channel_blocks = None
+        # NSIM distance: one learned weight per channel (softplus(0) for all = equal weights)
+        self.channel_weights = (nn.Parameter(torch.zeros(self.embed_dim))
+                                if distance == "nsim" else None)
 
         if lora is not None:
             self._apply_lora(lora)
@@ -163,30 +196,42 @@ class QualityModel(nn.Module):
         chosen = [hidden[i] for i in self.layer_indices]
         if self.pooling == "mean":
             pooled = torch.cat([masked_mean(h, frames) for h in chosen], dim=-1)
-            out = self.head(torch.relu(pooled))
+            out = pooled if self.head is None else self.head(torch.relu(pooled))
         else:
             x = torch.cat(chosen, dim=-1)
             mask = torch.arange(x.shape[1], device=x.device)[None, :] < frames[:, None]
-            out = self.head(torch.relu(x)) * mask[..., None].to(x.dtype)
+            out = x if self.head is None else self.head(torch.relu(x))
+            out = out * mask[..., None].to(x.dtype)
         return (out, frames) if return_frame_lengths else out
 
     def distance(self, a: Tensor, b: Tensor, frame_lengths: Tensor | None = None) -> Tensor:
-        """L2 distance per item [B]: between pooled embeddings, or (frame pooling) the mean over
-        valid frames of the per-frame L2 distance.
+        """Distance per item [B] (larger = more different).
+
+        "l2": between pooled embeddings, or (frame pooling) the mean over valid frames of the
+        per-frame L2 distance. "nsim": the learned-weight mean of 1 - NSIM per channel.
 
         Frame validity comes from ``frame_lengths`` when given, else from the zero padding that
-        ``forward`` writes (a frame counts when it is non-zero in both ``a`` and ``b``; when a and b
-        differ in length, the common leading frames are compared).
+        ``forward`` writes (l2: a frame counts when it is non-zero in both ``a`` and ``b``; nsim:
+        in either, so that noise added over a silent passage counts); when a and b differ in
+        length, the common leading frames are compared.
         """
         if a.dim() == 2:
             return torch.linalg.vector_norm(a - b, dim=-1)
         frames = min(a.shape[1], b.shape[1])
         a, b = a[:, :frames], b[:, :frames]
-        per_frame = torch.linalg.vector_norm(a - b, dim=-1)                        # [B, F]
         if frame_lengths is not None:
             valid = (torch.arange(frames, device=a.device)[None, :]
                      < frame_lengths.to(a.device)[:, None])
+        elif self.distance_kind == "nsim":
+            valid = (a.abs().amax(-1) > 0) | (b.abs().amax(-1) > 0)
         else:
             valid = (a.abs().amax(-1) > 0) & (b.abs().amax(-1) > 0)
+        if self.distance_kind == "nsim":
+            from deepaq.nsim import channel_nsim
+
+            weights = torch.nn.functional.softplus(self.channel_weights)
+            dissimilarity = 1.0 - channel_nsim(a, b, valid, self.channel_blocks)   # [B, C]
+            return (dissimilarity * weights).sum(-1) / weights.sum()
+        per_frame = torch.linalg.vector_norm(a - b, dim=-1)                        # [B, F]
         valid = valid.to(per_frame.dtype)
         return (per_frame * valid).sum(1) / valid.sum(1).clamp(min=1)

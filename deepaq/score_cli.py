@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hop", type=float, default=None, help="window hop in seconds (default: window)")
     p.add_argument("--length-tolerance", type=float, default=0.5,
                    help="max reference/degraded duration difference in seconds that is trimmed")
+    p.add_argument("--align-max", type=float, default=0.5,
+                   help="largest delay of the degraded file (seconds) found by cross-correlation "
+                        "and undone, like ViSQOL's alignment (0: the files are already aligned)")
     p.add_argument("--cache-dir", help="store embeddings here, keyed by file hash + checkpoint id")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -93,7 +96,7 @@ class _ModelBackend:
         self.scorer = Scorer.from_pretrained(
             checkpoint or args.checkpoint, device=args.device, window_s=args.window, hop_s=args.hop,
             batch_size=args.batch_size, length_tolerance_s=args.length_tolerance,
-            cache_dir=args.cache_dir)
+            cache_dir=args.cache_dir, align_max_s=args.align_max)
         self.mode = args.mode
         self.centroid = None
         if self.mode == "nmr":
@@ -103,7 +106,7 @@ class _ModelBackend:
 
     def value_columns(self) -> list[str]:
         """Result columns every row gets (null on a failed row)."""
-        cols = ["distance", "mos"]
+        cols = ["distance", "mos", "lag_samples"]
         head = self.scorer.mos_head
         if head is not None:
             if head.aspects == ["mos"]:

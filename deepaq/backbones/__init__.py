@@ -29,6 +29,7 @@ _BUILDERS: dict[str, Callable[..., Any]] = {}
 _LAZY: dict[str, str] = {
     "mert": "deepaq.backbones.mert:build_mert",
     "logmel_cnn": "deepaq.backbones.logmel_cnn:build_logmel_cnn",
+    "gammatone": "deepaq.backbones.gammatone:build_gammatone",
 }
 
 

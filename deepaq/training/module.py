@@ -148,6 +148,11 @@ class DeePAQModule(pl.LightningModule):
         val_label: the batch column the validation distances are correlated with (default
             ``visqol``; e.g. ``quality`` for a JND corpus, or a MOS column listed in
             ``data.extra_columns``).
+        cache_embeddings: keep each clip's embedding after its first pass and reuse it. Only for
+            models whose embedding has no trainable parameter (a fixed front end with the
+            learning in the distance, like ``distance: nsim`` with ``head: none``) and
+            deterministic clips (no random crops); checked at fit start. Why: the embedding is
+            then the same every epoch, and recomputing it is nearly all of the step time.
 
     Loss components may define ``setup_training(pl_module)`` (called at fit start, e.g. to assign
     domain labels) and ``export(directory)`` (called after the model is saved, e.g. a MOS head);
@@ -159,7 +164,8 @@ class DeePAQModule(pl.LightningModule):
                  weight_decay: float = 0.01, betas: tuple[float, float] = (0.9, 0.999),
                  lr_factor: float = 0.99, lr_patience: int = 10, monitor: str = "val/spearman",
                  init_checkpoint: str | None = None, export_dir: str | None = None,
-                 calibrate: bool = True, val_label: str = "visqol"):
+                 calibrate: bool = True, val_label: str = "visqol",
+                 cache_embeddings: bool = False):
         super().__init__()
         self.save_hyperparameters()
         if init_checkpoint:
@@ -180,6 +186,7 @@ class DeePAQModule(pl.LightningModule):
         self._eval_outputs: list[dict[str, torch.Tensor]] = []
         self.best: dict[str, Any] | None = None
         self.exported_to: Path | None = None
+        self._embedding_cache: dict[tuple, torch.Tensor] = {}
 
     # -- setup -----------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -193,9 +200,39 @@ class DeePAQModule(pl.LightningModule):
         if rate is not None and model_rate is not None and int(rate) != int(model_rate):
             raise ValueError(f"data.sample_rate={rate} but the model expects {model_rate} Hz; "
                              f"set data.sample_rate: {model_rate} in the recipe")
+        if self.hparams.cache_embeddings:
+            self._check_cacheable(dm)
         for fn in self._components().values():
             if hasattr(fn, "setup_training"):
                 fn.setup_training(self)
+
+    def _check_cacheable(self, dm: Any) -> None:
+        """cache_embeddings is only exact for a parameter-free embedding of fixed clips."""
+        learned = [name for name, p in self.model.named_parameters()
+                   if p.requires_grad and name != "channel_weights"]
+        if learned:
+            raise ValueError(f"cache_embeddings: the embedding has trainable parameters "
+                             f"({', '.join(learned[:3])}, ...); it would go stale")
+        if getattr(dm, "crop_seconds", None):
+            raise ValueError("cache_embeddings needs whole clips: set data.crop_seconds: null")
+
+    def embed(self, wave: torch.Tensor, lengths: torch.Tensor, keys: list) -> torch.Tensor:
+        """The model's embeddings of a batch, through the cache when ``cache_embeddings``."""
+        if not self.hparams.cache_embeddings:
+            return self.model(wave, lengths)
+        missing = [i for i, key in enumerate(keys) if key not in self._embedding_cache]
+        if missing:
+            with torch.no_grad():
+                emb, frames = self.model(wave[missing], lengths[missing], return_frame_lengths=True)
+            for j, i in enumerate(missing):
+                self._embedding_cache[keys[i]] = emb[j, :frames[j]] if emb.dim() == 3 else emb[j]
+        items = [self._embedding_cache[key] for key in keys]
+        if items[0].dim() == 1:
+            return torch.stack(items)
+        out = items[0].new_zeros(len(items), max(x.shape[0] for x in items), items[0].shape[-1])
+        for i, x in enumerate(items):
+            out[i, :x.shape[0]] = x
+        return out
 
     def _wants_distances(self) -> bool:
         """Whether any loss takes ``distances`` ([B, B] for frame embeddings costs B^2 distances)."""
@@ -215,7 +252,8 @@ class DeePAQModule(pl.LightningModule):
 
     def compute_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Embed the batch's items and add up the main and auxiliary losses."""
-        embeddings = self.model(batch["item"], batch["item_lengths"])
+        keys = [("train", i) for i in batch["index"].tolist()]
+        embeddings = self.embed(batch["item"], batch["item_lengths"], keys)
         available = dict(batch)
         available.update(embeddings=embeddings, features=embeddings, batch=batch,
                          model=self.model, lengths=batch["item_lengths"], groups=batch["excerpt"])
@@ -255,8 +293,11 @@ class DeePAQModule(pl.LightningModule):
     @torch.no_grad()
     def distances(self, batch: dict[str, Any]) -> torch.Tensor:
         """Embedding distance reference vs item: the metric itself (larger = more degraded)."""
-        item = self.model(batch["item"], batch["item_lengths"])
-        ref = self.model(batch["reference"], batch["reference_lengths"])
+        stage = "test" if self._trainer is not None and self.trainer.testing else "val"
+        index = batch["index"].tolist()
+        item = self.embed(batch["item"], batch["item_lengths"], [(stage, i) for i in index])
+        ref = self.embed(batch["reference"], batch["reference_lengths"],
+                         [(stage, "reference", int(e)) for e in batch["excerpt"].tolist()])
         return self.model.distance(ref, item).float()
 
     def _eval_step(self, batch: dict[str, Any]) -> None:

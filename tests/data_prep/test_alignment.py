@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from data_prep.alignment import align_to_reference, estimate_lag, fit_length, shift
+from data_prep.alignment import (
+    ReferenceSignal,
+    align_to_reference,
+    estimate_lag,
+    fit_length,
+    shift,
+)
 
 
 def _delayed(x: np.ndarray, lag: int) -> np.ndarray:
@@ -59,6 +65,83 @@ def test_silence_has_no_lag(music_clip):
     ref = music_clip("guitar", seconds=0.5)
     with pytest.raises(ValueError, match="silent"):
         estimate_lag(ref, np.zeros_like(ref), 100)
+
+
+def _direct_lag(ref: np.ndarray, deg: np.ndarray, max_lag: int) -> int:
+    """Oracle: argmax of the full direct (not FFT) correlation of the mono mean-removed signals."""
+    a = ref.astype(np.float64).mean(0)
+    b = deg.astype(np.float64).mean(0)
+    corr = np.correlate(b - b.mean(), a - a.mean(), mode="full")  # lags -(N-1) .. M-1
+    lags = np.arange(-(a.size - 1), b.size)
+    window = np.abs(lags) <= max_lag
+    return int(lags[window][np.argmax(corr[window])])
+
+
+@pytest.mark.parametrize("ref_s,deg_s,lag,max_lag", [
+    (0.25, 0.25, 37, 600),     # same length
+    (0.25, 0.40, -120, 600),   # degraded far longer than reference + window: its tail is cut
+    (0.25, 0.10, 15, 600),     # degraded shorter than the reference
+    (0.02, 0.03, 5, 4800),     # window wider than both signals
+])
+def test_window_only_correlation_matches_direct_correlation(music_clip, ref_s, deg_s, lag,
+                                                            max_lag):
+    """Only the window is computed (short FFT, degraded tail dropped): same lag as the oracle."""
+    x = music_clip("harpsichord", seconds=1.0)
+    rng = np.random.default_rng(1)
+    ref = x[:, 4800:4800 + int(ref_s * 48000)]
+    deg = _delayed(x, lag)[:, 4800:4800 + int(deg_s * 48000)]
+    deg = deg + rng.normal(0, 0.3 * deg.std(), deg.shape).astype(np.float32)
+    assert estimate_lag(ref, deg, max_lag) == _direct_lag(ref, deg, max_lag)
+
+
+def test_degraded_tail_out_of_reach_of_the_window_is_ignored(music_clip):
+    """A loud copy of the reference's head placed after N + max_lag cannot pull the peak (no lag
+    can reach it), though it would if the short FFT let it wrap around to negative lags."""
+    ref = music_clip("strauss", seconds=0.25)
+    n, k = ref.shape[1], 400  # N + 2k = 12800 is already a fast FFT size: the tail would wrap
+    deg = np.zeros((2, n + 3 * k), np.float32)
+    deg[:, :n] = _delayed(ref, -100)
+    deg[:, n + k:] = 100 * ref[:, : 2 * k]
+    assert estimate_lag(ref, deg, k) == _direct_lag(ref, deg, k) == -100
+
+
+@pytest.mark.parametrize("weaker", [-290, 10])
+def test_near_tie_is_settled_in_float64(music_clip, weaker):
+    """Two echoes whose correlations differ by 1e-9 (float32 cannot tell): the stronger wins."""
+    clip = music_clip("harpsichord", seconds=0.25).astype(np.float64)
+    clip -= clip.mean(axis=1, keepdims=True)  # zero mean, so the padding stays zero after removal
+    ref = np.pad(clip, ((0, 0), (400, 400)))  # and the shifts below lose no samples
+    a, b = 1.0, 1.0 - 1e-9
+    if weaker == 10:
+        a, b = b, a
+    deg = a * np.roll(ref, 10, axis=1) + b * np.roll(ref, -290, axis=1)
+    expected = -290 if weaker == 10 else 10
+    assert _direct_lag(ref, deg, 600) == expected
+    assert estimate_lag(ref, deg, 600) == expected
+
+
+def test_float64_fallback_gives_the_same_lags(music_clip, monkeypatch):
+    """With every lag sent to the float64 path (as for a near-flat correlation), same answers."""
+    from data_prep import alignment
+
+    ref = music_clip("contrabassoon", seconds=0.5)
+    degs = [_delayed(ref, lag) for lag in (-250, 0, 7)]
+    fast = [estimate_lag(ref, d, 600) for d in degs]
+    monkeypatch.setattr(alignment, "SETTLE_MAX_LAGS", 0)
+    assert [estimate_lag(ref, d, 600) for d in degs] == fast == [-250, 0, 7]
+
+
+def test_reference_signal_is_reused_and_gives_the_same_lags(music_clip):
+    ref = music_clip("moonlight", seconds=1.0)
+    prepared = ReferenceSignal(ref)
+    for lag in (0, 9, -300):
+        deg = _delayed(ref, lag)
+        assert estimate_lag(prepared, deg, 4800) == estimate_lag(ref, deg, 4800) == lag
+        aligned, found = align_to_reference(prepared, deg, 4800)
+        assert found == lag and aligned.shape == ref.shape
+    assert len(prepared._spectra) == 1  # one FFT of the reference served every search
+    estimate_lag(prepared, ref, 100)
+    assert len(prepared._spectra) == 2  # another window needs another FFT size
 
 
 def test_shift_and_fit_length_pad_and_trim():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,7 @@ import pytest
 from scipy import signal
 
 from data_prep import codecs
+from data_prep.alignment import ReferenceSignal
 from data_prep.codecs import CodecError, CodecSpec, code_excerpt, load_grid
 
 GRIDS = Path(__file__).resolve().parents[2] / "configs" / "data_prep"
@@ -54,6 +57,32 @@ def test_default_grid_has_21_conditions(grid):
     assert grid["mp3_016"].sample_rate == 24000 and grid["mp3_032"].sample_rate == 48000
     assert grid["aac_016"].options["aac_coder"] == "fast"
     assert grid["aac_128"].options["aac_coder"] == "twoloop"
+    assert all("compression_level" not in s.options for s in grid.values())   # LAME's default
+
+
+def test_fast_grid_lowers_encoder_effort_only():
+    """fast_grid.yaml: the same conditions and bitrates, lower effort (LAME -q 7 below 80 kbps,
+    -q 5 above; AAC without TNS, fast coder at 32 kbps too)."""
+    default = {s.condition: s for s in load_grid(GRIDS / "default_grid.yaml")}
+    fast = {s.condition: s for s in load_grid(GRIDS / "fast_grid.yaml")}
+    assert fast.keys() == default.keys()
+    assert all(fast[k].bitrate_kbps == default[k].bitrate_kbps
+               and fast[k].sample_rate == default[k].sample_rate for k in fast)
+    assert [fast[f"mp3_{k:03d}"].options["compression_level"] for k in (16, 64, 80, 128)] == \
+        ["7", "7", "5", "5"]
+    assert {s.options["aac_tns"] for s in fast.values() if s.codec == "aac"} == {"0"}
+    assert [fast[f"aac_{k:03d}"].options["aac_coder"] for k in (32, 48)] == ["fast", "twoloop"]
+
+
+@pytest.mark.parametrize("name,option,values", [("mp3_064", "compression_level", ("3", "7")),
+                                                ("aac_096", "aac_tns", ("1", "0"))])
+def test_effort_options_reach_the_encoder(grid, music_clip, name, option, values):
+    """The grid's effort options change the bitstream (not silently dropped), same bitrate."""
+    x = music_clip("castanets", seconds=1.0)
+    out = [codecs._encode(x, dataclasses.replace(grid[name], options={
+        **grid[name].options, option: v})) for v in values]
+    assert out[0][0] != out[1][0]
+    assert abs(out[0][2] - out[1][2]) <= 0.02 * out[0][2]
 
 
 def test_tiny_grid_and_dict_grid():
@@ -112,6 +141,32 @@ def test_mono_input_and_determinism(grid, music_clip):
         assert abs(xcorr_lag(x, a.audio)) <= 1
         assert a.audio.tobytes() == b.audio.tobytes()
         assert a.encoded_bytes == b.encoded_bytes
+
+
+def test_prepared_reference_gives_identical_items(grid, music_clip):
+    """The pipeline passes a ReferenceSignal (one FFT of the reference for the whole grid)."""
+    x = music_clip("castanets", seconds=1.5)
+    prepared = ReferenceSignal(x)
+    for name in ("opus_016", "mp3_016", "aac_096"):
+        a, b = code_excerpt(x, grid[name]), code_excerpt(prepared, grid[name])
+        assert a.audio.tobytes() == b.audio.tobytes()
+        assert (a.alignment_lag, a.encoded_bytes) == (b.alignment_lag, b.encoded_bytes)
+
+
+def test_step_seconds_are_measured(grid, music_clip):
+    """Each call reports its own resample / encode / decode / align seconds, within its wall time."""
+    x = music_clip("guitar", seconds=2.0)
+    for name in ("mp3_016", "aac_128"):
+        t0 = time.perf_counter()
+        coded = code_excerpt(x, grid[name])
+        wall = time.perf_counter() - t0
+        assert set(coded.seconds) == {"resample", "encode", "decode", "align"}
+        assert all(v > 0 for v in coded.seconds.values())
+        assert sum(coded.seconds.values()) <= wall
+    # the 24 kHz MP3 condition resamples twice, real work; the 48 kHz AAC one only casts
+    slow = code_excerpt(x, grid["mp3_016"]).seconds
+    fast = code_excerpt(x, grid["aac_128"]).seconds
+    assert slow["resample"] > fast["resample"]
 
 
 def test_residual_lag_above_tolerance_fails_loudly(grid, music_clip, monkeypatch):

@@ -65,6 +65,16 @@ def test_build_writes_complete_manifest(music_dir, tmp_path):
     assert res.num_rejects == 0
 
 
+def test_codec_steps_are_timed(music_dir, tmp_path):
+    """Build timing holds measured encode/decode/align seconds, also per codec, inside codec."""
+    res = build_corpus([music_dir / "harpsichord.flac"], tmp_path, _cfg(), progress=False)
+    t = res.timing
+    steps = [t[k] for k in ("encode", "decode", "align")]  # (resample: 0, all at 48 kHz)
+    assert all(v > 0 for v in steps) and sum(steps) + t["resample"] <= t["codec"]
+    assert t["encode opus"] > 0 and t["encode mp3"] > 0
+    assert t["encode opus"] + t["encode mp3"] == pytest.approx(t["encode"])
+
+
 def test_split_is_by_track(music_dir, tmp_path):
     rows = read_manifest(build_corpus([music_dir], tmp_path, _cfg(), progress=False).manifest)
     per_track: dict[str, set] = {}
@@ -169,3 +179,26 @@ def test_labels_fall_with_bitrate(tmp_path, shared_audio_dir):
         assert spearmanr(sorted(by_rate), means)[0] >= 0.85, (codec, means)
     clean = [r["visqol"] for r in rows if r["codec"] is None]
     assert min(clean) > max(r["visqol"] for r in rows if r["bitrate_requested_kbps"] <= 32)
+
+
+def test_labels_describe_the_stored_files_when_codecs_overshoot(tmp_path, music_clip):
+    """Loud music makes the codecs overshoot full scale; the 24-bit FLAC keeps [-1, 1], so the
+    label must be computed on the clipped audio: rescoring the files gives the manifest's labels."""
+    from data_prep.visqol_labels import VisqolLabeller
+
+    loud = music_clip("castanets", seconds=2.0, offset=0.5)
+    loud = np.clip(4.0 * loud, -0.999, 0.999)          # mastered hot: codecs overshoot a lot
+    src = tmp_path / "in" / "loud.wav"
+    src.parent.mkdir()
+    sf.write(src, loud.T, 48000, subtype="FLOAT")
+    result = build_corpus([str(src.parent)], tmp_path / "c",
+                          _cfg(excerpt_seconds=2.0, labels="visqol"), jobs=1, progress=False)
+    rows = read_manifest(result.manifest)
+    clipped = 0
+    labeller = VisqolLabeller()
+    for row in rows:
+        stored, _ = sf.read(tmp_path / "c" / row["path"], dtype="float32")
+        clipped += int(np.abs(stored).max() >= 1.0 - 2 ** -22)
+        again = labeller.score_files(tmp_path / "c" / row["reference"], tmp_path / "c" / row["path"])
+        assert abs(again - float(row["visqol"])) < 1e-4, (row["key"], again, row["visqol"])
+    assert clipped >= 1, "no condition overshot: the test would not see the problem"

@@ -155,3 +155,32 @@ def test_reference_rank_loss_matches_pairwise_oracle_and_is_scale_free():
     bad = torch.cat([ref, visqol[1:4, None] * torch.ones(3, 5), ref,
                      visqol[5:, None] * torch.ones(4, 5)])
     assert float(loss_fn(good, visqol, groups, bitrate)) < float(loss_fn(bad, visqol, groups, bitrate))
+
+
+def test_reference_rank_bitrate_term_orders_one_codecs_bitrates():
+    """The bitrate term pairs items of one excerpt and one codec only, and asks for the codec
+    string when it is switched on."""
+    from deepaq.losses import ReferenceRankLoss
+
+    groups = torch.tensor([0, 0, 0, 0, 0])
+    bitrate = torch.tensor([math.inf, 16, 32, 16, 32])
+    codec = [None, "opus", "opus", "mp3", "mp3"]
+    # ViSQOL says Opus 16 > Opus 32 (as it does on real recordings); bitrate says the reverse
+    visqol = torch.tensor([4.7, 4.1, 3.9, 2.0, 2.5])
+    loss_fn = ReferenceRankLoss(temperature=0.2, bitrate_weight=1.0)
+    with pytest.raises(ValueError, match="extra_columns"):
+        loss_fn(torch.zeros(5, 2), visqol, groups, bitrate)
+    follows_bitrate = torch.tensor([[0.0], [2.0], [1.0], [4.0], [3.0]])   # d: opus32 < opus16
+    follows_visqol = torch.tensor([[0.0], [1.0], [2.0], [4.0], [3.0]])    # d: opus16 < opus32
+    a = loss_fn.terms(follows_bitrate, visqol, groups, bitrate, codec=codec)
+    b = loss_fn.terms(follows_visqol, visqol, groups, bitrate, codec=codec)
+    assert float(a["bitrate"]) < float(b["bitrate"])
+    assert float(a["within"]) > float(b["within"])
+    # pairs across codecs never enter the bitrate term: opus 32 vs mp3 16 is not compared
+    mixed = ReferenceRankLoss(temperature=0.2, bitrate_weight=1.0)
+    only_cross = mixed.terms(follows_bitrate, visqol, groups, bitrate, codec=[None, "a", "b", "c", "d"])
+    assert float(only_cross["bitrate"]) == 0.0
+    # the weight scales the term into the total
+    off = ReferenceRankLoss(temperature=0.2).terms(follows_visqol, visqol, groups, bitrate,
+                                                   codec=codec)
+    assert float(b["loss"]) == pytest.approx(float(off["loss"]) + float(b["bitrate"]), rel=1e-6)

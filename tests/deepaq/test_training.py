@@ -184,3 +184,40 @@ def test_fit_two_epochs_learns_validates_exports_and_is_deterministic(corpus, tm
     first = [float(r["train/loss_step"]) for r in rows
              if r.get("train/loss_step") and r["epoch"] == "0"]
     np.testing.assert_allclose(_column(again, "train/loss_step"), first, rtol=1e-5)
+
+
+def test_default_small_recipe_trains_and_its_embedding_cache_is_exact(corpus, tmp_path):
+    """The shipped recipe (gammatone bands, NSIM distance, bitrate term, cached embeddings) runs on
+    a tiny corpus; caching the fixed embedding changes no loss and no validation figure."""
+    from deepaq.training.cli import main
+
+    def fit(run_dir: Path, *extra: str) -> list[dict]:
+        code = main(["fit", "-c", str(REPO / "configs" / "train" / "default_small.yaml"),
+                     "--data.manifest", str(corpus), "--trainer.max_epochs", "2",
+                     "--data.batch_size", "10", "--data.conditions_per_excerpt", "5",
+                     "--data.num_workers", "0", "--trainer.enable_progress_bar", "false",
+                     "--trainer.log_every_n_steps", "1",
+                     "--trainer.default_root_dir", str(run_dir),
+                     "--trainer.logger.init_args.save_dir", str(run_dir),
+                     "--model.export_dir", str(run_dir / "model"), *extra])
+        assert code == 0
+        return _metrics(run_dir)
+
+    cached = fit(tmp_path / "cached")
+    fresh = fit(tmp_path / "fresh", "--model.cache_embeddings", "false")
+    steps = _column(cached, "train/loss_step")
+    assert len(steps) >= 2 and all(map(math.isfinite, steps))
+    np.testing.assert_allclose(steps, _column(fresh, "train/loss_step"), rtol=1e-5)
+    np.testing.assert_allclose(_column(cached, "val/spearman"), _column(fresh, "val/spearman"),
+                               rtol=1e-6)
+    assert _column(cached, "train/main/bitrate_step"), "the bitrate term was not logged"
+    assert (tmp_path / "cached" / "model" / "model.safetensors").is_file()
+
+
+def test_embedding_cache_refuses_a_trained_embedding(corpus, tmp_path):
+    from deepaq.training.cli import main
+
+    with pytest.raises(ValueError, match="cache_embeddings"):
+        main(["fit", "-c", str(TINY), "--data.manifest", str(corpus),
+              "--model.cache_embeddings", "true", "--trainer.default_root_dir", str(tmp_path),
+              "--trainer.logger.init_args.save_dir", str(tmp_path)])
