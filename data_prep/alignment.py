@@ -13,6 +13,8 @@ in float32 (about 2x faster), with the few lags near the peak then settled exact
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 #: float32 FFT correlations are off by ~1e-6 of |ref| |deg|; lags within this fraction of that of
@@ -55,7 +57,7 @@ class ReferenceSignal:
         """Conjugate real FFT of the mono downmix at ``size`` points (computed once per size)."""
         key = (size, np.dtype(dtype).name)
         if key not in self._spectra:
-            self._spectra[key] = np.conj(np.fft.rfft(self.mono.astype(dtype), size))
+            self._spectra[key] = np.conj(_fft().rfft(self.mono.astype(dtype), size))
         return self._spectra[key]
 
 
@@ -89,10 +91,21 @@ def estimate_lag(reference: np.ndarray | ReferenceSignal, degraded: np.ndarray,
 def _window(ref: ReferenceSignal, head: np.ndarray, max_lag: int, lo: int, hi: int,
             dtype: type) -> np.ndarray:
     """Correlation at lags ``lo..hi`` (ascending) by one circular FFT correlation in ``dtype``."""
+    fft = _fft()
     size = fast_fft_size(ref.length + 2 * max_lag)
-    spectrum = np.fft.rfft(head.astype(dtype), size) * ref.spectrum(size, dtype)
-    corr = np.fft.irfft(spectrum, size)
+    spectrum = fft.rfft(head.astype(dtype), size) * ref.spectrum(size, dtype)
+    corr = fft.irfft(spectrum, size)
     return np.concatenate([corr[size + lo:], corr[: hi + 1]])  # lags lo..-1 wrapped, 0..hi
+
+
+def _fft():
+    """scipy.fft once something has imported it (a corpus build: ViSQOL does), else numpy.fft.
+
+    scipy's float32 real FFT of ~490k points measured 3-4x faster than numpy's here (3.3 vs 12-15
+    ms); importing scipy only for it would cost ``deepaq score`` ~0.4 s. Either gives the same
+    lag: the lags near the peak are settled in float64 whichever FFT found them.
+    """
+    return sys.modules.get("scipy.fft") or np.fft
 
 
 def fast_fft_size(n: int) -> int:

@@ -131,6 +131,22 @@ def test_float64_fallback_gives_the_same_lags(music_clip, monkeypatch):
     assert [estimate_lag(ref, d, 600) for d in degs] == fast == [-250, 0, 7]
 
 
+@pytest.mark.parametrize("lag", [-731, 0, 17])
+def test_numpy_and_scipy_fft_give_the_same_lag(music_clip, monkeypatch, lag):
+    """The FFT backend depends on what is imported; the settled lag must not."""
+    from scipy import fft as scipy_fft
+
+    from data_prep import alignment
+
+    ref = music_clip("contrabassoon", seconds=1.0)
+    deg = signal.sosfiltfilt(signal.butter(4, 3000, fs=48000, output="sos"), _delayed(ref, lag))
+    found = []
+    for backend in (np.fft, scipy_fft):
+        monkeypatch.setattr(alignment, "_fft", lambda b=backend: b)
+        found.append(estimate_lag(ReferenceSignal(ref), deg, 4800))
+    assert found == [lag, lag]
+
+
 def test_reference_signal_is_reused_and_gives_the_same_lags(music_clip):
     ref = music_clip("moonlight", seconds=1.0)
     prepared = ReferenceSignal(ref)

@@ -69,10 +69,11 @@ def test_codec_steps_are_timed(music_dir, tmp_path):
     """Build timing holds measured encode/decode/align seconds, also per codec, inside codec."""
     res = build_corpus([music_dir / "harpsichord.flac"], tmp_path, _cfg(), progress=False)
     t = res.timing
+    rounding = 1e-3  # progress records keep each stage to 0.1 ms per excerpt
     steps = [t[k] for k in ("encode", "decode", "align")]  # (resample: 0, all at 48 kHz)
-    assert all(v > 0 for v in steps) and sum(steps) + t["resample"] <= t["codec"]
+    assert all(v > 0 for v in steps) and sum(steps) + t["resample"] <= t["codec"] + rounding
     assert t["encode opus"] > 0 and t["encode mp3"] > 0
-    assert t["encode opus"] + t["encode mp3"] == pytest.approx(t["encode"])
+    assert t["encode opus"] + t["encode mp3"] == pytest.approx(t["encode"], abs=rounding)
 
 
 def test_split_is_by_track(music_dir, tmp_path):
