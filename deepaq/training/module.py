@@ -229,10 +229,7 @@ class DeePAQModule(pl.LightningModule):
         items = [self._embedding_cache[key] for key in keys]
         if items[0].dim() == 1:
             return torch.stack(items)
-        out = items[0].new_zeros(len(items), max(x.shape[0] for x in items), items[0].shape[-1])
-        for i, x in enumerate(items):
-            out[i, :x.shape[0]] = x
-        return out
+        return torch.nn.utils.rnn.pad_sequence(items, batch_first=True)   # zero padding, as forward
 
     def _wants_distances(self) -> bool:
         """Whether any loss takes ``distances`` ([B, B] for frame embeddings costs B^2 distances)."""
