@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,41 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     if np.std(a) == 0 or np.std(b) == 0:
         return math.nan
     return float(spearmanr(a, b)[0])
+
+
+def monotone_ceiling(quality: np.ndarray, kbps: np.ndarray, chain: np.ndarray) -> float:
+    """Best Spearman with ``quality`` of any ranking that orders the ``chain`` items by ``kbps``.
+
+    Why: a metric trained on ViSQOL labels is also asked to order each codec's bitrates, and
+    ViSQOL does not always do so; this is how much agreement with ViSQOL such a metric can keep.
+
+    Exact: every placement of the chain's items among the ranks is enumerated (C(21, 7) =
+    116,280 for one codec of one excerpt); the chain fills its ranks in bitrate order and the
+    other items fill theirs in ``quality`` order, which the rearrangement inequality makes the
+    best choice for a given placement.
+    """
+    from scipy.stats import rankdata
+
+    quality, kbps = np.asarray(quality, dtype=float), np.asarray(kbps, dtype=float)
+    chain = np.asarray(chain, dtype=bool)
+    n, members = len(quality), np.flatnonzero(chain)
+    if math.comb(n, len(members)) > 5_000_000:
+        raise ValueError(f"{math.comb(n, len(members))} placements of {len(members)} of {n} items: "
+                         "too many to enumerate")
+    ranked = rankdata(quality)
+    if len(members) == 0:
+        return 1.0
+    order = members[np.argsort(kbps[members], kind="stable")]
+    others = np.flatnonzero(~chain)
+    others = others[np.argsort(quality[others], kind="stable")]
+    slots = np.array(list(combinations(range(n), len(order))))
+    taken = np.zeros((len(slots), n), dtype=bool)
+    np.put_along_axis(taken, slots, True, axis=1)
+    other_slots = np.argsort(taken, axis=1, kind="stable")[:, : len(others)]
+    best = int(np.argmax(slots @ ranked[order] + other_slots @ ranked[others]))
+    ranks = np.empty(n)
+    ranks[order], ranks[others] = slots[best], other_slots[best]
+    return float(np.corrcoef(ranks, ranked)[0, 1])
 
 
 def rmse(a: np.ndarray, b: np.ndarray) -> float:

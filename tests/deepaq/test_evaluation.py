@@ -112,3 +112,25 @@ def test_eval_cli_on_real_music(music_clip, tmp_path, capsys):
     assert pooled["given"]["sign"] == "+"
     assert len(list(out.glob("scatter_*.png"))) == 6  # 2 metrics x (t1, t2, pooled)
     assert (out / "results.csv").is_file() and (out / "scores.csv").is_file()
+
+
+def test_monotone_ceiling_equals_brute_force_over_all_rankings():
+    """The enumeration must find the best ranking that keeps the chain in bitrate order."""
+    from itertools import permutations
+
+    from deepaq.evaluation import monotone_ceiling
+
+    rng = np.random.default_rng(3)
+    quality = rng.normal(size=7)
+    kbps = np.array([16.0, 32.0, 64.0, 0.0, 0.0, 0.0, 0.0])
+    chain = kbps > 0
+    quality[:3] = [2.0, 1.0, 0.5]          # the labels order the chain backwards
+    best = -1.0
+    for ranks in permutations(range(7)):
+        r = np.array(ranks)
+        if r[0] < r[1] < r[2]:             # higher bitrate -> higher rank
+            best = max(best, spearmanr(r, quality)[0])
+    assert monotone_ceiling(quality, kbps, chain) == pytest.approx(best, abs=1e-12)
+    assert best < 1.0                       # the constraint costs agreement here
+    # a chain the labels already order costs nothing
+    assert monotone_ceiling(quality, quality, chain) == pytest.approx(1.0)
