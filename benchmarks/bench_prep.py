@@ -21,7 +21,10 @@ How it measures (why it is done this way):
   same per-process start-up (labeller construction), as a real ``deepaq-prep build`` does.
 * ViSQOL-only = the corpus's own reference/item FLAC pairs (every manifest row, clean included,
   since the pipeline labels clean vs itself too) scored with ``VisqolLabeller`` alone, one task
-  per excerpt, with the same number of processes as the pipeline run it is compared with.
+  per excerpt, with the same number of processes as the pipeline run it is compared with. The
+  target ratio compares with the pipeline's own labeller (spectrogram cache on); a second
+  ViSQOL-only run with ``cache_mib=0`` (visqol-python as shipped, what scoring the pairs by hand
+  costs) is printed beside it, unless ``--no-uncached``.
 * The pipeline itself measures its stages (``.progress`` timing, summed into
   ``BuildResult.timing``): read, write, visqol, codec, and within codec the measured resample,
   encode (also per codec), decode and align seconds of every ``code_excerpt`` call. The tables
@@ -118,14 +121,14 @@ def run_pipeline(spec: dict) -> dict:
 _LABELLER: dict = {}
 
 
-def score_excerpt(task: tuple[str, str, list[str]]) -> list[tuple[float | None, float]]:
+def score_excerpt(task: tuple[str, str, list[str], float]) -> list[tuple[float | None, float]]:
     """Score one excerpt's items against its reference from FLAC: [(score or None, seconds)]."""
     from data_prep.visqol_labels import VisqolLabeller
     from deepaq.audio import AudioError, read_audio
 
-    root, ref_rel, item_rels = task
+    root, ref_rel, item_rels, cache_mib = task
     if "labeller" not in _LABELLER:
-        _LABELLER["labeller"] = VisqolLabeller(mode="audio")
+        _LABELLER["labeller"] = VisqolLabeller(mode="audio", cache_mib=cache_mib)
     labeller = _LABELLER["labeller"]
     ref, sr = read_audio(Path(root) / ref_rel)
     scores = []
@@ -152,7 +155,7 @@ def run_visqol_only(spec: dict) -> dict:
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for row in rows:
         groups[(row["excerpt_id"], row["reference"])].append(row)
-    tasks = [(str(manifest.parent), ref, [r["path"] for r in items])
+    tasks = [(str(manifest.parent), ref, [r["path"] for r in items], spec["cache_mib"])
              for (_, ref), items in groups.items()]
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
@@ -167,7 +170,8 @@ def run_visqol_only(spec: dict) -> dict:
         results = pool.map(score_excerpt, tasks, chunksize=1)
     scored: list[tuple[float | None, float]] = []
     try:
-        for chunk in tqdm(results, total=len(tasks), unit="excerpt", desc="ViSQOL only",
+        desc = "ViSQOL only" + ("" if spec["cache_mib"] else " (no cache)")
+        for chunk in tqdm(results, total=len(tasks), unit="excerpt", desc=desc,
                           file=sys.stderr):
             scored += chunk
     finally:
@@ -259,19 +263,22 @@ def report(args: argparse.Namespace, refs: list[Path], warm: dict, grid: list,
         "",
         ("| jobs | excerpts | pairs | pipeline s | excerpts/s | pairs/s | ViSQOL-only s "
          "| pipeline / ViSQOL-only | load-adjusted ratio | target <= 1.15 "
+         "| ViSQOL-only s, no cache | pipeline / ViSQOL-only no cache "
          "| peak RSS MiB self / worker (pipeline) | peak RSS MiB self / worker (ViSQOL-only) "
          "| load at start (pipeline, ViSQOL-only) |"),
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|---:|---:|---:|",
     ]
-    for jobs, pipe, vq in runs:
+    for jobs, pipe, vq, plain in runs:
         wall = pipe["wall_s"]
         ratio = wall / vq["wall_s"] if vq["wall_s"] > 0 else float("nan")
         pipe_visqol = pipe["timing"].get("visqol", 0.0)
         adjusted = ratio * vq["score_s"] / pipe_visqol if pipe_visqol > 0 else float("nan")
+        uncached = (f"{plain['wall_s']:.1f} | {wall / plain['wall_s']:.3f}" if plain
+                    else "- | -")
         lines.append(
             f"| {jobs} | {pipe['excerpts']} | {pipe['items']} | {wall:.1f} | "
             f"{pipe['excerpts'] / wall:.3f} | {pipe['items'] / wall:.3f} | {vq['wall_s']:.1f} | "
-            f"{ratio:.3f} | {adjusted:.3f} | {_verdict(ratio, adjusted)} | "
+            f"{ratio:.3f} | {adjusted:.3f} | {_verdict(ratio, adjusted)} | {uncached} | "
             f"{_mib(pipe['rss_self_mib'])} / {_mib(pipe['rss_child_mib'])} | "
             f"{_mib(vq['rss_self_mib'])} / {_mib(vq['rss_child_mib'])} | "
             f"{pipe['load']:.1f}, {vq['load']:.1f} |")
@@ -286,7 +293,7 @@ def report(args: argparse.Namespace, refs: list[Path], warm: dict, grid: list,
          "| write FLAC | read source | other |"),
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for jobs, pipe, _ in runs:
+    for jobs, pipe, *_ in runs:
         cap = pipe["wall_s"] * jobs
         t = pipe["timing"]
         codec = t.get("codec", 0.0)
@@ -298,12 +305,14 @@ def report(args: argparse.Namespace, refs: list[Path], warm: dict, grid: list,
             f"{_pct(t.get('align', 0.0), cap)} | {_pct(rest, cap)} | "
             f"{_pct(t.get('write', 0.0), cap)} | {_pct(t.get('read', 0.0), cap)} | "
             f"{_pct(cap - recorded, cap)} |")
-    lines += ["", *[codec_line(jobs, pipe, grid) for jobs, pipe, _ in runs], "",
+    lines += ["", *[codec_line(jobs, pipe, grid) for jobs, pipe, *_ in runs], "",
         ("Load-adjusted ratio = pipeline / ViSQOL-only x (ViSQOL seconds in the ViSQOL-only run "
          "/ ViSQOL seconds in the pipeline run): it cancels a change of machine load between "
-         "the two runs. Target met = both ratios <= 1.15."),
+         "the two runs. Target met = both ratios <= 1.15. \"No cache\" = ViSQOL-only with "
+         "visqol-python as shipped (VisqolLabeller(cache_mib=0)): what labelling the same pairs "
+         "costs without this toolkit's spectrogram cache."),
     ]
-    for jobs, pipe, vq in runs:
+    for jobs, pipe, vq, _ in runs:
         notes = []
         if pipe["rejects"] or pipe["skipped"]:
             notes.append(f"{pipe['rejects']} rejects, skipped {pipe['skipped']}")
@@ -331,6 +340,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--work", default=None, help="folder for the corpora (kept); default: a "
                                                  "temporary folder, removed afterwards")
     ap.add_argument("--quick", action="store_true", help="2 references, 3 s excerpts")
+    ap.add_argument("--no-uncached", dest="uncached", action="store_false",
+                    help="skip the ViSQOL-only run without the spectrogram cache")
     args = ap.parse_args(argv)
     if args.quick:
         args.refs, args.excerpt_seconds = 2, 3.0
@@ -346,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(RUNS[argv[1]](json.loads(argv[2]))))
         return 0
     from data_prep.codecs import load_grid
+    from data_prep.visqol_labels import DEFAULT_CACHE_MIB
 
     args = parse_args(argv)
     facts = machine_facts()
@@ -365,8 +377,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"jobs {jobs}: pipeline ...", file=sys.stderr)
             pipe = in_fresh_process("pipeline", {**base, "out": str(out), "jobs": jobs})
             print(f"jobs {jobs}: ViSQOL only ...", file=sys.stderr)
-            vq = in_fresh_process("visqol", {"manifest": pipe["manifest"], "jobs": jobs})
-            runs.append((jobs, pipe, vq))
+            vq = in_fresh_process("visqol", {"manifest": pipe["manifest"], "jobs": jobs,
+                                             "cache_mib": DEFAULT_CACHE_MIB})
+            plain = None
+            if args.uncached:
+                print(f"jobs {jobs}: ViSQOL only, no cache ...", file=sys.stderr)
+                plain = in_fresh_process("visqol", {"manifest": pipe["manifest"], "jobs": jobs,
+                                                    "cache_mib": 0})
+            runs.append((jobs, pipe, vq, plain))
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)

@@ -292,6 +292,10 @@ def build_corpus(inputs: list[str | os.PathLike], out_dir: str | os.PathLike,
         todo = [p for p in mine if p.excerpt_id not in log.done]
         bar = tqdm(total=len(mine), initial=len(mine) - len(todo), unit="excerpt",
                    desc="deepaq-prep build", disable=not progress, file=sys.stderr)
+        if jobs > 1:
+            # longest first: short excerpts fill the workers' ends instead of one long excerpt
+            # running alone at the end (the manifest is written in canonical order regardless)
+            todo = sorted(todo, key=lambda p: -p.seconds)
         work = [(p, cfg, grid, str(out)) for p in todo]
         if jobs <= 1:
             results = map(_run_one, work)

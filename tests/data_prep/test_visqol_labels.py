@@ -154,3 +154,27 @@ def test_scores_are_reproducible_run_to_run(labeller, music_clip, mp3_code):
     assert max(scores) - min(scores) < 1e-9, scores
     assert len({round(s, LABEL_DECIMALS) for s in scores}) == 1
     assert labeller.info()["num_threads"] == 1
+
+
+def test_spectrogram_cache_changes_speed_not_labels(labeller, music_clip, mp3_code):
+    # One reference against several conditions, as in a corpus excerpt: the cached labeller must
+    # reuse the reference's spectrograms (hits) and give the labels of visqol-python as shipped.
+    from data_prep.pipeline import LABEL_DECIMALS
+    from data_prep.visqol_labels import VisqolLabeller
+
+    ref = music_clip("harpsichord", seconds=3.0, offset=0.5)
+    degraded = [mp3_code(ref, 128), mp3_code(ref, 48), 0.5 * ref, ref]
+    plain = VisqolLabeller(mode="audio", cache_mib=0)
+    assert plain.cache is None
+    tiny = VisqolLabeller(mode="audio", cache_mib=0.05)  # ~52 kB: forces evictions
+    cached = VisqolLabeller(mode="audio")
+    for deg in degraded:
+        want = plain.score(ref, deg)
+        for lab in (cached, tiny):
+            got = lab.score(ref, deg)
+            assert abs(got - want) < 1e-9, (got, want)
+            assert round(got, LABEL_DECIMALS) == round(want, LABEL_DECIMALS)
+    assert tiny.cache._bytes <= tiny.cache.max_bytes
+    # the reference's full spectrogram and its patches repeat for every later condition
+    assert cached.cache.hits > cached.cache.misses / 3, (cached.cache.hits, cached.cache.misses)
+    assert cached.cache.hits > tiny.cache.hits
