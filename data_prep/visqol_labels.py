@@ -22,7 +22,7 @@ Input handling, chosen to match the C++ ``visqol`` tool and to be safe in a batc
 Timing (measured on the shared 2-core dev box, numba on, one thread): 1.2-2.6 s per 10-16 s stereo
 pair when the machine was quiet (the conformance pairs), about 5 s per 10 s pair under heavy
 contention (load 8-10); numba's default of all threads was no faster there (5.1 vs 5.05 s median).
-Scoring many conditions against one reference (a corpus excerpt has 22) is about 30 % faster
+Scoring many conditions against one reference (a corpus excerpt has 22) takes about 30 % less time
 with the spectrogram cache (:class:`SpectrogramCache`, on by default), which returns exactly what
 visqol-python would have recomputed; ``benchmarks/bench_visqol_cache.py`` measures it.
 The first call in a process costs more: in a fresh environment numba compiles the kernels (12 s
