@@ -37,11 +37,16 @@ import math
 import os
 from collections import OrderedDict
 from importlib import metadata
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from deepaq.audio import AudioError, check_audio, read_audio, resample, rms_dbfs
+
+if TYPE_CHECKING:
+    from visqol.analysis_window import AnalysisWindow
+    from visqol.audio_utils import AudioSignal
+    from visqol.gammatone import GammatoneSpectrogramBuilder, Spectrogram
 
 Mode = Literal["audio", "speech"]
 
@@ -184,12 +189,12 @@ class SpectrogramCache:
     exceeded; the degraded signals' entries, never reused, age out first.
     """
 
-    def __init__(self, builder, max_bytes: int):
+    def __init__(self, builder: GammatoneSpectrogramBuilder, max_bytes: int):
         self.builder = builder
         self.max_bytes = int(max_bytes)
         self.hits = 0
         self.misses = 0
-        self._entries: OrderedDict[tuple, object] = OrderedDict()
+        self._entries: OrderedDict[tuple, Spectrogram] = OrderedDict()
         self._bytes = 0
 
     def __getattr__(self, name: str):
@@ -197,7 +202,7 @@ class SpectrogramCache:
             raise AttributeError(name)
         return getattr(self.builder, name)  # filter_bank, speech_mode, ...: the builder's own
 
-    def build(self, signal, window):
+    def build(self, signal: AudioSignal, window: AnalysisWindow) -> Spectrogram:
         """``GammatoneSpectrogramBuilder.build``, served from the cache when the input repeats."""
         from visqol.gammatone import Spectrogram
 
