@@ -19,12 +19,10 @@ import time
 from pathlib import Path
 
 import soundfile as sf
+from bench_prep import shared_references  # the same references, in the same order
 from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data" / "visqol_conformance" / "audio"
-REFERENCES = ["castanets", "contrabassoon", "glock", "guitar", "harpsichord", "moonlight", "ravel",
-              "sopr", "steely", "strauss"]
 
 
 def main() -> None:
@@ -32,7 +30,7 @@ def main() -> None:
     from data_prep.visqol_labels import VisqolLabeller
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--refs", type=int, default=3, help="first N shared references (1..10)")
+    ap.add_argument("--refs", type=int, default=3, help="first N shared references (by name)")
     ap.add_argument("--seconds", type=float, default=10.0, help="excerpt length")
     ap.add_argument("--grid", default=str(REPO / "configs" / "data_prep" / "default_grid.yaml"))
     args = ap.parse_args()
@@ -46,8 +44,8 @@ def main() -> None:
     seconds = {"plain": 0.0, "cached": 0.0}
     pairs, worst = 0, 0.0
     load = os.getloadavg()[0]
-    for name in tqdm(REFERENCES[: args.refs], desc="references"):
-        data, sr = sf.read(str(SHARED / f"{name}48_stereo.wav"), dtype="float32", always_2d=True)
+    for path in tqdm(shared_references(args.refs), desc="references"):
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
         ref = data.T[:, sr: sr + int(args.seconds * sr)].copy()
         degraded = [ref] + [code_excerpt(ref, spec).audio.clip(-1, 1) for spec in grid]
         for i, deg in enumerate(degraded):
