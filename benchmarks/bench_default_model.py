@@ -29,7 +29,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import kendalltau, spearmanr
+from scipy.stats import spearmanr
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "visqol_conformance"
@@ -108,20 +108,19 @@ def model_distances(scorer, pairs: list[tuple[str, str]]) -> np.ndarray:
 
 def stats(quality: np.ndarray, rows: list[dict]) -> dict[str, float]:
     """quality: higher = better. Pooled / within-reference Spearman, per-codec Kendall vs kbps."""
+    from deepaq.evaluation import bitrate_kendall
+
     y = np.array([r["visqol"] for r in rows])
     out = {"spearman": float(spearmanr(quality, y)[0])}
-    within, taus = [], defaultdict(list)
+    within = []
     excerpts = sorted({r["excerpt_id"] for r in rows})
     for e in excerpts:
         sel = np.array([r["excerpt_id"] == e for r in rows])
         within.append(spearmanr(quality[sel], y[sel])[0])
-        for codec in ("opus", "mp3", "aac"):
-            s = sel & np.array([r["codec"] == codec for r in rows])
-            kbps = [r["bitrate_requested_kbps"] for r, keep in zip(rows, s) if keep]
-            taus[codec].append(kendalltau(quality[s], kbps)[0])
     out["within"] = float(np.nanmean(within))
-    for codec, t in taus.items():
-        out[f"tau_{codec}"] = float(np.nanmean(t))
+    taus = bitrate_kendall(quality, [r["bitrate_requested_kbps"] for r in rows],
+                           [r["codec"] for r in rows], [r["excerpt_id"] for r in rows])
+    out.update({f"tau_{codec}": tau for codec, tau in taus.items()})
     return out
 
 

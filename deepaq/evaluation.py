@@ -86,6 +86,31 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a, b)[0])
 
 
+def bitrate_kendall(quality: np.ndarray, kbps: np.ndarray, codec: Sequence[str],
+                    group: Sequence[Any]) -> dict[str, float]:
+    """Per codec: mean over groups (excerpts) of Kendall's tau between quality and coded bitrate.
+
+    Why: the bitrate is DeePAQ's second weak label; within one excerpt and one codec a higher
+    bitrate should not sound worse, and ViSQOL's labels do not always say so (Opus above all).
+    Items without a codec (clean) and groups with fewer than two bitrates of a codec are skipped;
+    a tied group (all qualities equal) counts as NaN and is left out of the mean.
+    """
+    from scipy.stats import kendalltau
+
+    quality, kbps = np.asarray(quality, dtype=float), np.asarray(kbps, dtype=float)
+    codec, group = np.asarray(codec, dtype=object), np.asarray(group, dtype=object)
+    taus: dict[str, list[float]] = {}
+    for name in sorted({str(c) for c in codec if c}):
+        for g in dict.fromkeys(group.tolist()):
+            sel = (codec == name) & (group == g) & np.isfinite(quality) & np.isfinite(kbps)
+            if sel.sum() >= 2 and np.ptp(kbps[sel]) > 0:
+                tau = kendalltau(quality[sel], kbps[sel])[0]
+                taus.setdefault(name, [])
+                if np.isfinite(tau):
+                    taus[name].append(float(tau))
+    return {name: float(np.mean(v)) if v else math.nan for name, v in taus.items()}
+
+
 def monotone_ceiling(quality: np.ndarray, kbps: np.ndarray, chain: np.ndarray) -> float:
     """Best Spearman with ``quality`` of any ranking that orders the ``chain`` items by ``kbps``.
 

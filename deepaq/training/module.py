@@ -338,9 +338,28 @@ class DeePAQModule(pl.LightningModule):
         return {"distance": arr[:, 0], "visqol": arr[:, 1], "excerpt": arr[:, 2],
                 "index": arr[:, 3].astype(np.int64)}
 
+    def _bitrate_kendall(self, stage: str, data: dict[str, np.ndarray]) -> dict[str, float]:
+        """``kendall_bitrate_<codec>``: per codec, mean over excerpts of Kendall's tau between
+        -distance and the coded bitrate, read from the stage's manifest rows (DeePAQ's second
+        label; it shows what ViSQOL-only agreement hides, e.g. Opus's order). Empty without a
+        corpus datamodule."""
+        from deepaq.evaluation import bitrate_kendall
+        from deepaq.records import parse_float
+
+        datamodule = getattr(self.trainer, "datamodule", None)
+        dataset = getattr(datamodule, "datasets", {}).get(stage)
+        if dataset is None or not len(data["index"]):
+            return {}
+        rows = [dataset.rows[i] for i in data["index"]]
+        kbps = [parse_float(r.get("bitrate_requested_kbps", r.get("bitrate_label"))) for r in rows]
+        taus = bitrate_kendall(-data["distance"], kbps, [r.get("codec") or "" for r in rows],
+                               [str(r["excerpt_id"]) for r in rows])
+        return {f"kendall_bitrate_{codec}": tau for codec, tau in taus.items()}
+
     def _log_correlations(self, stage: str) -> tuple[dict[str, float], dict[str, np.ndarray]]:
         data = self._gather_eval()
         stats = correlations(data["distance"], data["visqol"], data["excerpt"])
+        stats.update(self._bitrate_kendall(stage, data))
         self.log_dict({f"{stage}/{k}": float(v) for k, v in stats.items()}, sync_dist=False,
                       prog_bar=stage == "val", rank_zero_only=False)
         self.log(f"{stage}/num_items", float(len(data["distance"])), sync_dist=False)

@@ -211,6 +211,13 @@ def test_default_small_recipe_trains_and_its_embedding_cache_is_exact(corpus, tm
     np.testing.assert_allclose(_column(cached, "val/spearman"), _column(fresh, "val/spearman"),
                                rtol=1e-6)
     assert _column(cached, "train/main/bitrate_step"), "the bitrate term was not logged"
+    # DeePAQ's second label on the val split: per codec, Kendall's tau of -distance vs bitrate.
+    # 32 kbps MP3 against 128 kbps on real music: every val excerpt must be ordered right.
+    for codec in ("mp3", "opus"):
+        taus = _column(cached, f"val/kendall_bitrate_{codec}")
+        assert len(taus) == 2, f"val/kendall_bitrate_{codec} not logged each epoch"
+        np.testing.assert_allclose(taus, _column(fresh, f"val/kendall_bitrate_{codec}"))
+    assert _column(cached, "val/kendall_bitrate_mp3") == [1.0, 1.0]
     assert (tmp_path / "cached" / "model" / "model.safetensors").is_file()
 
 
