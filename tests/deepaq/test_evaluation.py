@@ -168,3 +168,20 @@ def test_bitrate_kendall_on_the_shipped_corpus_labels_matches_a_direct_loop():
     perfect = bitrate_kendall(np.nan_to_num(kbps, posinf=1e3), kbps, [r["codec"] for r in rows],
                               [r["excerpt_id"] for r in rows])
     assert perfect == {"aac": 1.0, "mp3": 1.0, "opus": 1.0}
+
+
+def test_bitrate_kendall_is_scipys_tau_b_with_ties():
+    """Tied qualities (a metric that saturates) and tied bitrates must count as scipy counts them."""
+    from scipy.stats import kendalltau
+
+    from deepaq.evaluation import bitrate_kendall
+
+    rng = np.random.default_rng(5)
+    quality = rng.integers(0, 3, 70).astype(float)          # many ties
+    kbps = np.tile([16.0, 32, 32, 64, 96, 128, 128], 10)      # and tied bitrates
+    group = np.repeat(np.arange(10), 7)
+    expected = [kendalltau(quality[group == g], kbps[group == g])[0] for g in range(10)]
+    got = bitrate_kendall(quality, kbps, ["mp3"] * 70, group)
+    assert got["mp3"] == pytest.approx(np.nanmean(expected), abs=1e-12)
+    # a constant quality has no order at all: NaN, not a perfect or zero score
+    assert np.isnan(bitrate_kendall(np.ones(7), kbps[:7], ["aac"] * 7, [0] * 7)["aac"])
