@@ -39,6 +39,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 CODECS = ("opus", "mp3", "aac")
+DESIGNS = ("nsim", "nsim+deficit", "nsim+visqol_svr")
 
 
 def visqol_svr() -> tuple[np.ndarray, np.ndarray, float, float]:
@@ -157,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--recipe", type=Path, default=REPO / "configs/train/default_small.yaml")
     p.add_argument("--bitrate-weights", type=float, nargs="+", default=[0.0, 4.0, 16.0, 32.0, 64.0])
     p.add_argument("--steps", type=int, default=300, help="full-batch AdamW steps per fit")
+    p.add_argument("--designs", nargs="+", choices=DESIGNS, default=list(DESIGNS))
     p.add_argument("--cache", type=Path, default=None,
                    help="npz of the features (default: next to the manifest, named by checkpoint)")
     args = p.parse_args(argv)
@@ -196,12 +198,16 @@ def main(argv: list[str] | None = None) -> None:
     print("| design | bitrate weight | val Spearman | val within-excerpt | "
           "val Kendall tau opus / mp3 / aac |")
     print("|---|---:|---:|---:|---|")
+    labels = val_figures(-np.array([float(r["visqol"]) for r in rows]), rows, val)
+    print("| ViSQOL's labels themselves | - | 1.000 | 1.000 | "
+          + " / ".join(f"{labels[c]:.3f}" for c in CODECS) + " |")
     svr_only = val_figures(prior, rows, val)
     print(f"| ViSQOL's SVR on the backbone's NSIMs, untrained | - | {svr_only['spearman']:.3f} | "
           f"{svr_only['within']:.3f} | "
           + " / ".join(f"{svr_only[c]:.3f}" for c in CODECS) + " |")
     seconds = 0.0
-    for name, (columns, design_prior) in designs.items():
+    for name in args.designs:
+        columns, design_prior = designs[name]
         for weight in args.bitrate_weights:
             t0 = time.perf_counter()
             d = fit(columns, design_prior, rows, train, {**loss_args, "bitrate_weight": weight},

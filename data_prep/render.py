@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import warnings
+import zlib
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -133,6 +134,9 @@ class RenderSettings:
     synth_gain: float = 0.4
     timeout_s: float = 120.0
     ensembles: tuple[str, ...] = tuple(ENSEMBLES)
+    room_rt60_s: float = 0.0           # 0: dry, as fluidsynth renders (data_prep.acoustics)
+    room_wet: float = 0.5              # reverberant share of the power
+    noise_floor_db: float | None = None  # noise floor this far below the RMS level; None: none
     subtype: str = "PCM_24"
 
 
@@ -421,6 +425,17 @@ def finish_audio(x: np.ndarray, settings: RenderSettings) -> np.ndarray:
     return (x * np.float32(10 ** (gain_db / 20))).astype(np.float32)
 
 
+def _recorded(audio: np.ndarray, settings: RenderSettings, key: str) -> np.ndarray:
+    """The settings' room and noise floor (``data_prep.acoustics``), seeded by seed and piece."""
+    from data_prep.acoustics import add_noise_floor, add_room
+
+    seed = zlib.crc32(f"acoustics|{settings.seed}|{key}".encode())
+    audio = add_room(audio, settings.room_rt60_s, settings.room_wet, seed=seed)
+    if settings.noise_floor_db is not None:
+        audio = add_noise_floor(audio, settings.noise_floor_db, seed=seed + 1)
+    return audio
+
+
 def render_piece(cand: Candidate, out_path: str | os.PathLike, settings: RenderSettings) -> dict:
     """Render one work to ``out_path`` (FLAC); returns its index row. Raises on any failure."""
     from music21 import converter, stream
@@ -459,7 +474,7 @@ def render_piece(cand: Candidate, out_path: str | os.PathLike, settings: RenderS
     if raw_level < settings.silence_dbfs:  # judged before normalisation, which would hide it
         shown = "-inf" if raw_level == -math.inf else f"{raw_level:.1f}"
         raise ValueError(f"silent render ({shown} dBFS < {settings.silence_dbfs} dBFS)")
-    audio = finish_audio(audio, settings)
+    audio = finish_audio(_recorded(audio, settings, cand.key), settings)
     duration = audio.shape[1] / SAMPLE_RATE
     level = rms_dbfs(audio)
     if duration < settings.min_seconds:
@@ -484,7 +499,9 @@ def render_piece(cand: Candidate, out_path: str | os.PathLike, settings: RenderS
             "tune_number": cand.number, "ensemble": ensemble, "programs": programs,
             "instruments": names, "pans": pans, "duration": round(duration, 6),
             "sample_rate": SAMPLE_RATE, "channels": int(audio.shape[0]),
-            "rms_dbfs": round(level, 3), "peak": round(float(np.abs(audio).max()), 6)}
+            "rms_dbfs": round(level, 3), "peak": round(float(np.abs(audio).max()), 6),
+            "room_rt60_s": settings.room_rt60_s, "room_wet": settings.room_wet,
+            "noise_floor_db": settings.noise_floor_db}
 
 
 def _render_job(cand: Candidate, out_path: str, settings: RenderSettings) -> dict:
@@ -510,7 +527,7 @@ def render_corpus(out_dir: str | os.PathLike, n_pieces: int = 50, max_seconds: f
     (corpus paths like ``bach/bwv66.6``) renders exactly those works instead of a seeded choice.
     Index rows: key, path (relative to ``out_dir``), title, composer, composer_id, source,
     tune_number, ensemble, programs, instruments, pans, duration, sample_rate, channels,
-    rms_dbfs, peak.
+    rms_dbfs, peak, room_rt60_s, room_wet, noise_floor_db.
     """
     from tqdm import tqdm
 
@@ -614,6 +631,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="give up on a piece after this many seconds")
     p.add_argument("--bit-depth", type=int, choices=[16, 24], default=24,
                    help="FLAC sample format (default 24)")
+    p.add_argument("--room-rt60", type=float, default=0.0, metavar="S",
+                   help="reverberate in a diffuse room of this RT60 in seconds (default 0: dry)")
+    p.add_argument("--room-wet", type=float, default=0.5,
+                   help="reverberant share of the power with --room-rt60 (default 0.5)")
+    p.add_argument("--noise-floor-db", type=float, default=None, metavar="DB",
+                   help="add a noise floor this many dB below the RMS level (default: none); "
+                        "real recordings have a room and a noise floor, and ViSQOL judges "
+                        "codecs on them differently than on dry renders")
     p.add_argument("--list", action="store_true", help="list the composers and exit")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
@@ -635,7 +660,9 @@ def main(argv: list[str] | None = None) -> int:
                               seed=args.seed, jobs=args.jobs, composers=args.composers,
                               works=args.works, ensembles=args.ensembles,
                               progress=not args.quiet, target_rms_dbfs=args.target_rms_dbfs,
-                              timeout_s=args.timeout, subtype=f"PCM_{args.bit_depth}")
+                              timeout_s=args.timeout, subtype=f"PCM_{args.bit_depth}",
+                              room_rt60_s=args.room_rt60, room_wet=args.room_wet,
+                              noise_floor_db=args.noise_floor_db)
     except (RenderSetupError, ImportError, ValueError) as exc:
         print(f"deepaq-prep render: {exc}", file=sys.stderr)
         return 2
