@@ -4,7 +4,8 @@ Why: fluidsynth's renders are dry and noiseless, and ViSQOL judges such music un
 recordings. On dry renders it mostly orders Opus by bitrate; on the 10 real recordings in
 ``../shared`` it rates Opus at 16 kbps above 32 kbps for 9 of them, and a room or a noise floor
 alone makes it do the same on renders (``benchmarks/bench_render_realism.py``). A corpus meant
-to teach a metric what ViSQOL says about real recordings needs both.
+to show a metric how ViSQOL judges real recordings needs them (whether a model then learns it
+is another matter: the default model's card has what the shipped recipe made of it).
 
 Both are seeded (same seed, same samples) and keep the signal's length and RMS level.
 """
