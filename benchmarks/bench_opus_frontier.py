@@ -27,10 +27,9 @@ On the shipped model's corpus (2,112 train / 528 val items) the features take ~2
 from __future__ import annotations
 
 import argparse
-import json
+import functools
 import math
 import time
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +41,13 @@ CODECS = ("opus", "mp3", "aac")
 DESIGNS = ("nsim", "nsim+deficit", "nsim+visqol_svr")
 
 
+@functools.cache
 def visqol_svr() -> tuple[np.ndarray, np.ndarray, float, float]:
-    """(support vectors [317, 32], dual coefficients, gamma, rho) of ViSQOL v3's audio-mode SVR."""
-    text = (resources.files("visqol") / "model" / "libsvm_nu_svr_model.txt").read_text()
+    """(support vectors [317, 32], dual coefficients, gamma, rho) of ViSQOL v3's audio-mode SVR:
+    the model file the corpus labeller loads."""
+    from data_prep.visqol_labels import _default_svr_model
+
+    text = Path(_default_svr_model()).read_text()
     lines = text.splitlines()
     header = dict(line.split(maxsplit=1) for line in lines[:lines.index("SV")])
     coef, vectors = [], []
@@ -166,8 +169,9 @@ def main(argv: list[str] | None = None) -> None:
 
     recipe = yaml.safe_load(args.recipe.read_text())["model"]
     loss_args = {k: v for k, v in recipe["loss"].items() if k != "class_path"}
-    rows = [json.loads(line) for line in args.manifest.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r.get("visqol") is not None and r.get("split") in ("train", "val")]
+    from deepaq.records import read_jsonl
+
+    rows = [r for r in read_jsonl(args.manifest) if r.get("visqol") is not None and r.get("split") in ("train", "val")]
     from deepaq.scoring import Scorer
 
     scorer = Scorer.from_pretrained(args.checkpoint)

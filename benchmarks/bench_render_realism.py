@@ -17,7 +17,6 @@ Printed per row: mean Kendall tau of ViSQOL against bitrate, and how often 16 kb
 from __future__ import annotations
 
 import argparse
-import json
 import zlib
 from pathlib import Path
 
@@ -53,6 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     from data_prep.codecs import load_grid
     from data_prep.visqol_labels import VisqolLabeller
     from deepaq.audio import read_audio
+    from deepaq.records import read_jsonl
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--manifest", type=Path, required=True, help="a corpus of dry renders")
@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--noise-floor-db", type=float, default=45.0)
     args = p.parse_args(argv)
 
-    rows = [json.loads(line) for line in args.manifest.read_text().splitlines() if line.strip()]
-    clean = [r for r in rows if r["codec"] is None and r["split"] == "train"][:args.excerpts]
+    clean = [r for r in read_jsonl(args.manifest)
+             if r["codec"] is None and r["split"] == "train"][:args.excerpts]
     specs = sorted((s for s in load_grid(REPO / "configs/data_prep/default_grid.yaml")
                     if s.codec == "opus" and s.bitrate_kbps in RATES), key=lambda s: s.bitrate_kbps)
     labeller = VisqolLabeller()
