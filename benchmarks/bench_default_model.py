@@ -58,7 +58,7 @@ def ood_pairs(work: Path) -> list[dict]:
     """Low-pass pairs with official ViSQOL values + white noise at several SNRs (ViSQOL here)."""
     import soundfile as sf
 
-    from data_prep.visqol_labels import VisqolLabeller
+    from deepaq.visqol import VisqolLabeller
     from deepaq.records import read_jsonl, write_jsonl
 
     cache = work / "ood.jsonl"
@@ -93,7 +93,7 @@ def ood_pairs(work: Path) -> list[dict]:
 def condition_means(train_manifest: Path | None) -> dict[str, float]:
     if train_manifest is None or not train_manifest.exists():
         return {}
-    from data_prep.manifest import read_manifest
+    from deepaq.manifest import read_manifest
 
     acc: dict[str, list] = defaultdict(list)
     for r in read_manifest(train_manifest):
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from data_prep.manifest import read_manifest
+    from deepaq.manifest import read_manifest
     from deepaq.metrics import get_metric
     from deepaq.model import QualityModel
     from deepaq.scoring import Scorer
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
               + " | ".join(f"{ood_quality[n][i]:.4f}" for n in names) + " |")
 
     # speed
-    from data_prep.visqol_labels import VisqolLabeller
+    from deepaq.visqol import VisqolLabeller
 
     sub = pairs[: args.speed_pairs]
     # Both sides start with nothing cached and may reuse their analysis of a reference across

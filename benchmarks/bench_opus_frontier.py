@@ -45,7 +45,7 @@ DESIGNS = ("nsim", "nsim+deficit", "nsim+visqol_svr")
 def visqol_svr() -> tuple[np.ndarray, np.ndarray, float, float]:
     """(support vectors [317, 32], dual coefficients, gamma, rho) of ViSQOL v3's audio-mode SVR:
     the model file the corpus labeller loads."""
-    from data_prep.visqol_labels import _default_svr_model
+    from deepaq.visqol import _default_svr_model
 
     text = Path(_default_svr_model()).read_text()
     lines = text.splitlines()

@@ -92,7 +92,7 @@ def _rusage_mib() -> dict[str, float]:
 
 def run_warmup(spec: dict) -> dict:
     """Build a labeller once so numba's kernel cache exists; report the fresh-process start-up."""
-    from data_prep.visqol_labels import VisqolLabeller
+    from deepaq.visqol import VisqolLabeller
 
     t0 = time.perf_counter()
     labeller = VisqolLabeller(mode="audio")
@@ -123,7 +123,7 @@ _LABELLER: dict = {}
 
 def score_excerpt(task: tuple[str, str, list[str], float]) -> list[tuple[float | None, float]]:
     """Score one excerpt's items against its reference from FLAC: [(score or None, seconds)]."""
-    from data_prep.visqol_labels import VisqolLabeller
+    from deepaq.visqol import VisqolLabeller
     from deepaq.audio import AudioError, read_audio
 
     root, ref_rel, item_rels, cache_mib = task
@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(RUNS[argv[1]](json.loads(argv[2]))))
         return 0
     from data_prep.codecs import load_grid
-    from data_prep.visqol_labels import DEFAULT_CACHE_MIB
+    from deepaq.visqol import DEFAULT_CACHE_MIB
 
     args = parse_args(argv)
     facts = machine_facts()

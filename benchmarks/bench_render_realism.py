@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from data_prep.acoustics import add_noise_floor, add_room
     from data_prep.codecs import load_grid
-    from data_prep.visqol_labels import VisqolLabeller
+    from deepaq.visqol import VisqolLabeller
     from deepaq.audio import read_audio
     from deepaq.records import read_jsonl
 

@@ -88,7 +88,7 @@ def time_deepaq(ckpt: Path, pairs, batch_size: int, cache: bool, device: str) ->
 
 
 def time_visqol(pairs) -> float:
-    from data_prep.visqol_labels import VisqolLabeller
+    from deepaq.visqol import VisqolLabeller
 
     lab = VisqolLabeller(mode="audio")
     lab.warmup()

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     from data_prep.codecs import code_excerpt, load_grid
-    from data_prep.visqol_labels import VisqolLabeller
+    from deepaq.visqol import VisqolLabeller
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--refs", type=int, default=3, help="first N shared references (by name)")

@@ -129,13 +129,13 @@ def _main(argv: list[str] | None = None) -> int:
     if args.verb == "build":
         return _build(args)
     if args.verb == "summary":
-        from data_prep.manifest import read_manifest
+        from deepaq.manifest import read_manifest
         from data_prep.summary import summarize
 
         print(summarize(read_manifest(args.manifest)))
         return 0
     if args.verb == "pairs":
-        from data_prep.manifest import read_manifest, to_pairs
+        from deepaq.manifest import read_manifest, to_pairs
         from deepaq.records import write_table
 
         rows = [r for r in read_manifest(args.manifest)
@@ -144,7 +144,7 @@ def _main(argv: list[str] | None = None) -> int:
         print(f"wrote {write_table(args.out, pairs)}: {len(pairs)} pairs")
         return 0
     if args.verb == "merge":
-        from data_prep.manifest import merge_manifests
+        from deepaq.manifest import merge_manifests
 
         out = merge_manifests(args.shards, args.out)
         print(f"wrote {out}")

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from data_prep.alignment import ReferenceSignal, align_to_reference
-from data_prep.manifest import condition_name
+from deepaq.alignment import ReferenceSignal, align_to_reference
+from deepaq.manifest import condition_name
 from deepaq.audio import AudioError, resample
 
 SAMPLE_RATE = 48000
@@ -188,7 +188,7 @@ def _decode(data: bytes, spec: CodecSpec, channels: int) -> np.ndarray:
 def code_excerpt(audio: np.ndarray | ReferenceSignal, spec: CodecSpec) -> CodedAudio:
     """Encode and decode ``audio`` (C, N) float32 at 48 kHz, mono or stereo, and align it back.
 
-    ``audio`` may be a :class:`~data_prep.alignment.ReferenceSignal` of the excerpt, so a grid of
+    ``audio`` may be a :class:`~deepaq.alignment.ReferenceSignal` of the excerpt, so a grid of
     conditions reuses one analysis of the reference for alignment. The result has exactly N
     samples and the input's channels. Deterministic: the same input and spec give the same samples.
     """

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.manifest import condition_name, excerpt_id, make_row, write_manifest
+from deepaq.manifest import condition_name, excerpt_id, make_row, write_manifest
 from data_prep.sources import Track, discover
 from data_prep.splits import assign_splits
 from deepaq.audio import (
@@ -130,7 +130,7 @@ def _labeller(kind: str):
     if kind == "none":
         return None
     if "labeller" not in _WORKER:
-        from data_prep.visqol_labels import VisqolLabeller
+        from deepaq.visqol import VisqolLabeller
 
         _WORKER["labeller"] = VisqolLabeller(mode="audio")
     return _WORKER["labeller"]
@@ -149,7 +149,7 @@ def process_excerpt(plan: ExcerptPlan, cfg: CorpusConfig, grid: list, out_dir: s
     and, within codec, its measured steps resample, encode (also as ``encode <codec>``), decode
     and align.
     """
-    from data_prep.alignment import ReferenceSignal
+    from deepaq.alignment import ReferenceSignal
     from data_prep.codecs import code_excerpt
 
     out = Path(out_dir)

@@ -397,7 +397,7 @@ class Scorer:
         max_lag = round(self.align_max_s * self.sample_rate)
         if max_lag <= 0:
             return deg, 0
-        from data_prep.alignment import ReferenceSignal, estimate_lag
+        from deepaq.alignment import ReferenceSignal, estimate_lag
 
         probe = min(ref.num_samples, deg.num_samples, round(self.align_probe_s * self.sample_rate))
         key = (ref.identity, probe)

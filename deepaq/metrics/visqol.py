@@ -15,7 +15,7 @@ class VisqolMetric(Metric):
     """Registry entry ``visqol``; one labeller (SVR model, filter banks) reused for every pair."""
 
     def __init__(self, mode: str = "audio"):
-        from data_prep.visqol_labels import VisqolLabeller
+        from deepaq.visqol import VisqolLabeller
 
         self.labeller = VisqolLabeller(mode=mode)
         self.info = MetricInfo(

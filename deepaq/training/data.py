@@ -1,14 +1,13 @@
 """Corpus manifest -> tensors: the dataset, its collate function and the LightningDataModule.
 
-The manifest (JSONL, schema in DESIGN.md) is written by ``deepaq-prep``; audio paths in it are
-relative to the manifest's folder. Items are decoded at the model's input rate, mono, and cropped
+The manifest (JSONL, schema in :mod:`deepaq.manifest`) is written by ``deepaq-prep``; audio paths
+in it are relative to the manifest's folder. Items are decoded at the model's input rate, mono, and cropped
 with the *same* offset as their reference, because corpus items are delay-compensated and a
 full-reference distance needs both sides aligned.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,33 +16,8 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from deepaq.records import parse_float, read_jsonl
-
-#: Manifest columns training needs on every row.
-REQUIRED_COLUMNS = ("key", "excerpt_id", "split", "condition", "path", "reference", "visqol",
-                    "bitrate_label")
-
-
-def read_manifest(path: str | os.PathLike, split: str | Sequence[str] | None = None) -> list[dict]:
-    """Rows of a corpus manifest (optionally only some splits), checked for the needed columns."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: corpus manifest not found")
-    rows = read_jsonl(path)
-    if split is not None:
-        wanted = {split} if isinstance(split, str) else set(split)
-        rows = [r for r in rows if r.get("split") in wanted]
-    for i, row in enumerate(rows):
-        missing = [c for c in REQUIRED_COLUMNS if c not in row]
-        if missing:
-            raise ValueError(f"{path}: row {i} ({row.get('key')!r}) lacks columns {missing}")
-    return rows
-
-
-def is_clean(row: dict) -> bool:
-    """Clean items are the references themselves (infinite bitrate, no codec)."""
-    return row.get("condition") == "clean" or math.isinf(parse_float(row.get("bitrate_label")))
-
+from deepaq.manifest import TRAINING_COLUMNS, is_clean, read_manifest
+from deepaq.records import parse_float
 
 class CorpusDataset(torch.utils.data.Dataset):
     """One corpus item with its reference and labels, decoded on demand (``__getitem__``).
@@ -59,7 +33,7 @@ class CorpusDataset(torch.utils.data.Dataset):
                  extra_columns: Sequence[str] = (), rows: list[dict] | None = None):
         self.manifest = Path(manifest)
         self.root = self.manifest.parent
-        self.rows = rows if rows is not None else read_manifest(self.manifest, split)
+        self.rows = rows if rows is not None else read_manifest(self.manifest, split, required=TRAINING_COLUMNS)
         if not self.rows:
             raise ValueError(f"{self.manifest}: no rows in split {split!r}")
         self.sample_rate = int(sample_rate)
@@ -208,7 +182,7 @@ class CorpusDataModule(pl.LightningDataModule):
     def _dataset(self, which: str) -> CorpusDataset:
         if which not in self.datasets:
             if self._rows is None:
-                self._rows = read_manifest(self.manifest)
+                self._rows = read_manifest(self.manifest, required=TRAINING_COLUMNS)
             split = self.splits[which]
             rows = [r for r in self._rows if r.get("split") == split]
             if not rows:

@@ -11,7 +11,7 @@ import pytest
 from scipy import signal
 
 from data_prep import codecs
-from data_prep.alignment import ReferenceSignal
+from deepaq.alignment import ReferenceSignal
 from data_prep.codecs import CodecError, CodecSpec, code_excerpt, load_grid
 
 GRIDS = Path(__file__).resolve().parents[2] / "configs" / "data_prep"

@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 from scipy.stats import spearmanr
 
-from data_prep.manifest import FIELDS, read_manifest
+from deepaq.manifest import FIELDS, read_manifest
 from data_prep.pipeline import CorpusConfig, build_corpus
 from data_prep.splits import assign_splits
 from data_prep.summary import summarize
@@ -185,7 +185,7 @@ def test_labels_fall_with_bitrate(tmp_path, shared_audio_dir):
 def test_labels_describe_the_stored_files_when_codecs_overshoot(tmp_path, music_clip):
     """Loud music makes the codecs overshoot full scale; the 24-bit FLAC keeps [-1, 1], so the
     label must be computed on the clipped audio: rescoring the files gives the manifest's labels."""
-    from data_prep.visqol_labels import VisqolLabeller
+    from deepaq.visqol import VisqolLabeller
 
     loud = music_clip("castanets", seconds=2.0, offset=0.5)
     loud = np.clip(4.0 * loud, -0.999, 0.999)          # mastered hot: codecs overshoot a lot

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from data_prep.alignment import (
+from deepaq.alignment import (
     ReferenceSignal,
     align_to_reference,
     estimate_lag,
@@ -122,7 +122,7 @@ def test_near_tie_is_settled_in_float64(music_clip, weaker):
 
 def test_float64_fallback_gives_the_same_lags(music_clip, monkeypatch):
     """With every lag sent to the float64 path (as for a near-flat correlation), same answers."""
-    from data_prep import alignment
+    from deepaq import alignment
 
     ref = music_clip("contrabassoon", seconds=0.5)
     degs = [_delayed(ref, lag) for lag in (-250, 0, 7)]
@@ -136,7 +136,7 @@ def test_numpy_and_scipy_fft_give_the_same_lag(music_clip, monkeypatch, lag):
     """The FFT backend depends on what is imported; the settled lag must not."""
     from scipy import fft as scipy_fft
 
-    from data_prep import alignment
+    from deepaq import alignment
 
     ref = music_clip("contrabassoon", seconds=1.0)
     deg = signal.sosfiltfilt(signal.butter(4, 3000, fs=48000, output="sos"), _delayed(ref, lag))

@@ -33,7 +33,7 @@ def _cases() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def labeller():
-    from data_prep.visqol_labels import VisqolLabeller
+    from deepaq.visqol import VisqolLabeller
 
     lab = VisqolLabeller(mode="audio")
     lab.warmup()
@@ -96,7 +96,7 @@ def test_channels_are_averaged_and_files_match_arrays(labeller, music_clip, tmp_
 
 
 def test_other_rates_are_resampled_or_refused(labeller, music_clip, mp3_code):
-    from data_prep.visqol_labels import VisqolLabeller
+    from deepaq.visqol import VisqolLabeller
     from deepaq.audio import resample
 
     ref = music_clip("sopr", seconds=2.0)
@@ -125,7 +125,7 @@ def test_silent_and_nan_inputs_raise_audio_error(labeller, music_clip):
 
 
 def test_speech_mode_runs_at_16k(music_clip, mp3_code):
-    from data_prep.visqol_labels import VisqolLabeller
+    from deepaq.visqol import VisqolLabeller
 
     speech = VisqolLabeller(mode="speech", speech_lattice=False)
     assert speech.sample_rate == 16000
@@ -136,7 +136,7 @@ def test_speech_mode_runs_at_16k(music_clip, mp3_code):
 
 
 def test_version_is_recorded():
-    from data_prep.visqol_labels import VISQOL_VERSION
+    from deepaq.visqol import VISQOL_VERSION
 
     assert VISQOL_VERSION == "3.8.0"
 
@@ -160,7 +160,7 @@ def test_spectrogram_cache_changes_speed_not_labels(labeller, music_clip, mp3_co
     # One reference against several conditions, as in a corpus excerpt: the cached labeller must
     # reuse the reference's spectrograms (hits) and give the labels of visqol-python as shipped.
     from data_prep.pipeline import LABEL_DECIMALS
-    from data_prep.visqol_labels import VisqolLabeller
+    from deepaq.visqol import VisqolLabeller
 
     ref = music_clip("harpsichord", seconds=3.0, offset=0.5)
     degraded = [mp3_code(ref, 128), mp3_code(ref, 48), 0.5 * ref, ref]

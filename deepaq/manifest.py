@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from deepaq.records import parse_float, read_jsonl, write_jsonl
@@ -47,6 +48,9 @@ FIELDS = (
     "sample_rate", "channels", "num_samples", "path", "reference", "visqol",
 )
 FLOAT_FIELDS = ("bitrate_requested_kbps", "bitrate_measured_kbps", "bitrate_label", "visqol")
+#: Columns training needs on every row (other corpora, e.g. JND ones, may lack the rest).
+TRAINING_COLUMNS = ("key", "excerpt_id", "split", "condition", "path", "reference", "visqol",
+                    "bitrate_label")
 
 
 def condition_name(codec: str | None, kbps: float | None) -> str:
@@ -86,14 +90,30 @@ def write_manifest(path: str | os.PathLike, rows: list[dict]) -> Path:
     return write_jsonl(path, rows)
 
 
-def read_manifest(path: str | os.PathLike) -> list[dict]:
-    """Rows with float fields parsed (``"inf"`` -> ``math.inf``)."""
+def read_manifest(path: str | os.PathLike, split: str | Sequence[str] | None = None,
+                  required: Sequence[str] = ()) -> list[dict]:
+    """Rows with float fields parsed (``"inf"`` -> ``math.inf``), optionally only some splits,
+    each checked for the ``required`` columns (training passes :data:`TRAINING_COLUMNS`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: corpus manifest not found")
     rows = read_jsonl(path)
-    for r in rows:
+    if split is not None:
+        wanted = {split} if isinstance(split, str) else set(split)
+        rows = [r for r in rows if r.get("split") in wanted]
+    for i, r in enumerate(rows):
+        missing = [c for c in required if c not in r]
+        if missing:
+            raise ValueError(f"{path}: row {i} ({r.get('key')!r}) lacks columns {missing}")
         for f in FLOAT_FIELDS:
             if f in r:
                 r[f] = parse_float(r[f])
     return rows
+
+
+def is_clean(row: dict) -> bool:
+    """Clean items are the references themselves (infinite bitrate, no codec)."""
+    return row.get("condition") == "clean" or math.isinf(parse_float(row.get("bitrate_label")))
 
 
 def merge_manifests(paths: list[str | os.PathLike], out: str | os.PathLike) -> Path:

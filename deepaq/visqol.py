@@ -1,8 +1,8 @@
-"""Weak quality labels: ViSQOL v3 MOS-LQO of a degraded signal against its reference.
+"""ViSQOL v3 MOS-LQO of a degraded signal against its reference: the corpus labeller and the metric.
 
 The corpus is labelled with ViSQOL v3 in *audio mode* (48 kHz, 32 gammatone bands, SVR mapping),
 computed by ``visqol-python`` (a pure-Python port of google/visqol v3.3.3 that reproduces the
-upstream conformance values; see tests/data_prep/test_visqol_labels.py). The expensive objects
+upstream conformance values; see tests/deepaq/test_visqol.py). The expensive objects
 (filterbank, SVR model, numba kernels) are built once per :class:`VisqolLabeller` and reused, so a
 corpus worker keeps one labeller for its whole life.
 
