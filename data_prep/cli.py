@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--split", default=None, help="only this split (train, val, test)")
     pr.add_argument("--include-clean", action="store_true",
                     help="also the clean item against itself")
+    pr.add_argument("--force", action="store_true", help="replace OUT if it exists")
 
     sub.add_parser("jnd", add_help=False,
                    help="JND-pair weak labels: degrade clean excerpts on a level grid")
@@ -102,7 +103,8 @@ def _build(args) -> int:
     if res.skipped:
         print("skipped excerpts: " + ", ".join(f"{n} {why}" for why, n in res.skipped.items()))
     if res.num_rejects:
-        print(f"rejected {res.num_rejects} inputs (reasons in {res.rejects})", file=sys.stderr)
+        print(f"{res.num_rejects} rejects: inputs, excerpts or codec conditions (reasons in "
+              f"{res.rejects}; --resume retries them)", file=sys.stderr)
         return 1
     return 0
 
@@ -138,6 +140,10 @@ def _main(argv: list[str] | None = None) -> int:
         from deepaq.manifest import read_manifest, to_pairs
         from deepaq.records import write_table
 
+        out = Path(args.out)
+        if out.is_dir() or (out.exists() and not args.force):
+            what = "is a directory" if out.is_dir() else "exists (--force replaces it)"
+            raise ValueError(f"-o {out}: {what}")
         rows = [r for r in read_manifest(args.manifest)
                 if args.split is None or r["split"] == args.split]
         pairs = to_pairs(rows, Path(args.manifest).parent, include_clean=args.include_clean)

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from deepaq.alignment import ReferenceSignal, align_to_reference
-from deepaq.manifest import condition_name
 from deepaq.audio import AudioError, resample
+from deepaq.manifest import condition_name
 
 SAMPLE_RATE = 48000
 
@@ -89,6 +89,13 @@ def _specs_for(codec: str, entry: dict, default_rates: list, alignment: dict) ->
     for key in ("encoder", "container"):
         if not entry.get(key):
             raise ValueError(f"grid codec {codec!r}: missing {key!r}")
+    _check_ffmpeg_names(codec, str(entry["encoder"]), str(entry["container"]))
+    for rule in rules:
+        if not isinstance(rule, dict) or "below_kbps" not in rule:
+            raise ValueError(f"grid codec {codec!r}: each rule needs 'below_kbps', got {rule!r}")
+        odd = set(rule) - {"below_kbps", "sample_rate", "options"}
+        if odd:
+            raise ValueError(f"grid codec {codec!r}: rule with unknown keys {sorted(odd)}")
     specs = []
     for kbps in sorted(int(k) for k in rates):
         if kbps <= 0:
@@ -105,31 +112,65 @@ def _specs_for(codec: str, entry: dict, default_rates: list, alignment: dict) ->
     return specs
 
 
+def _check_ffmpeg_names(codec: str, encoder: str, container: str) -> None:
+    """Refuse an encoder or muxer this FFmpeg lacks now, not once per excerpt mid-build."""
+    import av
+
+    try:
+        av.codec.Codec(encoder, "w")
+    except Exception:  # noqa: BLE001 - PyAV raises UnknownCodecError or ValueError by version
+        raise ValueError(f"grid codec {codec!r}: unknown FFmpeg encoder {encoder!r}") from None
+    if container not in av.formats_available:
+        raise ValueError(f"grid codec {codec!r}: unknown FFmpeg container {container!r}")
+
+
+GRID_KEYS = {"codecs", "bitrates_kbps", "alignment"}
+
+
 def load_grid(grid: str | os.PathLike | dict) -> list[CodecSpec]:
     """Read a codec grid (YAML path or the same structure as a dict) into one spec per condition.
 
-    Order is the YAML's codec order, bitrates ascending, so condition order is stable.
+    Order is the YAML's codec order, bitrates ascending, so condition order is stable. Every
+    problem is a ValueError of one line that names the file.
     """
-    if not isinstance(grid, dict):
-        import yaml
+    if isinstance(grid, dict):
+        return _grid_specs(grid)
+    import yaml
 
-        path = Path(grid)
-        try:
-            grid = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise ValueError(f"{path}: cannot read codec grid ({exc})") from exc
-        if not isinstance(grid, dict):
-            raise TypeError(f"{path}: a codec grid must be a YAML mapping")
+    path = Path(grid)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read codec grid ({exc.strerror or exc})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ValueError(f"{path}: malformed YAML{where} ({problem})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a codec grid must be a YAML mapping with 'codecs'")  # noqa: TRY004
+    try:
+        return _grid_specs(data)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def _grid_specs(grid: dict) -> list[CodecSpec]:
+    unknown = set(grid) - GRID_KEYS
+    if unknown:
+        raise ValueError(f"codec grid: unknown keys {sorted(unknown)} (known: {sorted(GRID_KEYS)})")
     align = dict(grid.get("alignment") or {})
     unknown = set(align) - {"max_lag_samples", "tolerance_samples"}
     if unknown:
         raise ValueError(f"grid alignment: unknown keys {sorted(unknown)}")
     align = {k: int(v) for k, v in align.items()}
     codecs = grid.get("codecs") or {}
-    if not codecs:
+    if not codecs or not isinstance(codecs, dict):
         raise ValueError("codec grid has no codecs")
     specs = []
     for codec, entry in codecs.items():
+        if not isinstance(entry or {}, dict):
+            raise ValueError(f"grid codec {codec!r}: expected a mapping, got {entry!r}")  # noqa: TRY004
         specs += _specs_for(str(codec), entry or {}, list(grid.get("bitrates_kbps") or []), align)
     names = [s.condition for s in specs]
     if len(set(names)) != len(names):

@@ -12,6 +12,7 @@ import dataclasses
 import math
 import os
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-from deepaq.manifest import condition_name, excerpt_id, make_row, write_manifest
 from data_prep.sources import Track, discover
 from data_prep.splits import assign_splits
 from deepaq.audio import (
@@ -31,10 +31,19 @@ from deepaq.audio import (
     rms_dbfs,
     write_audio,
 )
+from deepaq.manifest import (
+    condition_name,
+    config_difference,
+    config_hash,
+    excerpt_id,
+    make_row,
+    write_manifest,
+)
 from deepaq.records import JsonlAppender, atomic_write_text, write_jsonl
 
 SAMPLE_RATE = 48000
 LABEL_DECIMALS = 6
+SILENT = "silent (AC energy below threshold)"
 DEFAULT_GRID = Path(__file__).resolve().parents[1] / "configs" / "data_prep" / "default_grid.yaml"
 
 
@@ -154,7 +163,9 @@ def process_excerpt(plan: ExcerptPlan, cfg: CorpusConfig, grid: list, out_dir: s
 
     out = Path(out_dir)
     t = plan.track
-    record = {"key": plan.excerpt_id, "rows": [], "reject": None, "skip": None, "timing": {}}
+    # rejects: every failure of this excerpt (one per failed condition); a record with any is
+    # not done, so --resume retries it
+    record = {"key": plan.excerpt_id, "rows": [], "rejects": [], "skip": None, "timing": {}}
     timing = Counter()
     try:
         t0 = time.perf_counter()
@@ -165,16 +176,17 @@ def process_excerpt(plan: ExcerptPlan, cfg: CorpusConfig, grid: list, out_dir: s
         x = np.ascontiguousarray(np.clip(x[:, :want], -1.0, 1.0))  # as its FLAC will hold it
         timing["read"] += time.perf_counter() - t0
     except AudioError as exc:
-        record["reject"] = {"key": plan.excerpt_id, "path": t.path, "stage": "excerpt",
-                            "reason": exc.problem}
+        record["rejects"].append({"key": plan.excerpt_id, "path": t.path, "stage": "excerpt",
+                                  "reason": exc.problem})
         return record
     if x.shape[1] < int(cfg.min_excerpt_seconds * SAMPLE_RATE) and x.shape[1] < want:
         record["skip"] = {"key": plan.excerpt_id, "reason": "too short"}
         return record
-    level = rms_dbfs(x)
+    # AC level: a DC offset is no signal (DC-only input passed a plain RMS test, then failed
+    # every codec condition's alignment)
+    level = rms_dbfs(x - x.mean(axis=1, keepdims=True, dtype=np.float64))
     if level < cfg.silence_threshold_dbfs:
-        record["skip"] = {"key": plan.excerpt_id,
-                          "reason": "silent" if level == -math.inf else "too quiet",
+        record["skip"] = {"key": plan.excerpt_id, "reason": SILENT,
                           "rms_dbfs": None if level == -math.inf else round(level, 2)}
         return record
     folder = Path("audio") / t.track_id / plan.excerpt_id.rsplit("__", 1)[1]
@@ -216,8 +228,8 @@ def process_excerpt(plan: ExcerptPlan, cfg: CorpusConfig, grid: list, out_dir: s
             timing.update(coded.seconds)
             timing[f"encode {spec.codec}"] += coded.seconds.get("encode", 0.0)
         except Exception as exc:  # noqa: BLE001 - one failing condition must not stop the corpus
-            record["reject"] = {"key": f"{plan.excerpt_id}__{cond}", "path": t.path,
-                                "stage": "codec", "reason": str(exc)}
+            record["rejects"].append({"key": f"{plan.excerpt_id}__{cond}", "path": t.path,
+                                      "stage": "codec", "reason": str(exc)})
             continue
         rel = str(folder / f"{cond}.flac")
         # codecs overshoot full scale on loud music; the FLAC keeps [-1, 1], and the label must
@@ -230,7 +242,7 @@ def process_excerpt(plan: ExcerptPlan, cfg: CorpusConfig, grid: list, out_dir: s
             key=f"{plan.excerpt_id}__{cond}", condition=cond, codec=spec.codec,
             encoder=coded.encoder, bitrate_requested_kbps=float(coded.bitrate_requested_kbps),
             bitrate_measured_kbps=round(float(coded.bitrate_measured_kbps), 3),
-            bitrate_label=round(float(coded.bitrate_measured_kbps), 3),
+            bitrate_label=round(float(coded.bitrate_measured_kbps) / x.shape[0], 3),
             coded_sample_rate=int(coded.coded_sample_rate),
             delay_removed_samples=int(coded.delay_removed_samples),
             alignment_lag=int(coded.alignment_lag), path=rel, visqol=label(stored),
@@ -244,7 +256,74 @@ def _run_one(args) -> dict:
     return process_excerpt(*args)
 
 
+def _worker_init(parent: int) -> None:
+    """Make a pool worker exit when its parent dies (``kill -9`` of ``build -j N`` left the
+    workers, and through them the resource tracker, waiting forever).
+
+    Linux delivers SIGKILL on the parent's death (``PR_SET_PDEATHSIG``); a watchdog thread polling
+    the parent id covers other systems and a parent that died before this ran.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=_exit_with_parent, args=(parent,), name="parent-watchdog",
+                     daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
 # -- driver -------------------------------------------------------------------------------------
+
+CONFIG_KEY = "#config"  # the progress log's first record: the configuration it was built with
+
+
+def _labeller_version(cfg: CorpusConfig) -> str | None:
+    if cfg.labels == "none":
+        return None
+    from importlib.metadata import version
+
+    return f"visqol-python {version('visqol-python')}"
+
+
+def resolved_config(cfg: CorpusConfig, grid: list) -> dict:
+    """Everything that decides a corpus's rows: the config with its grid read, the labeller's and
+    the codec library's versions. Resume, shards and merge refuse to mix two of these."""
+    from importlib.metadata import version
+
+    saved = dataclasses.asdict(cfg)
+    saved["grid"] = [dataclasses.asdict(s) for s in grid]
+    saved.update(sample_rate=SAMPLE_RATE, label_decimals=LABEL_DECIMALS,
+                 bitrate_label="measured kbps per channel",
+                 labeller_version=_labeller_version(cfg), codec_library=f"av {version('av')}")
+    saved["config_hash"] = config_hash(saved)
+    return saved
+
+
+def _check_progress_config(log: JsonlAppender, config: dict) -> None:
+    """Refuse to resume progress made with another configuration; record it in a new log."""
+    header = log.done.get(CONFIG_KEY)
+    if header is None and log.done:
+        raise ValueError(f"{log.path}: progress log has no configuration record (an older "
+                         "deepaq-prep wrote it), so it cannot be resumed safely: rerun without "
+                         "--resume")
+    if header is not None:
+        diff = config_difference(config, header["config"], "this run", "the progress log")
+        if diff:
+            raise ValueError(f"{log.path}: --resume with another configuration ({diff}): rerun "
+                             "with the same settings, or without --resume")
+        return
+    log.write({"key": CONFIG_KEY, "config_hash": config["config_hash"], "config": config})
 
 @dataclass
 class BuildResult:
@@ -281,15 +360,17 @@ def build_corpus(inputs: list[str | os.PathLike], out_dir: str | os.PathLike,
         rejects = []  # input-level rejects are reported once, by shard 1
     mine = _shard(plans, shard)
     tag = _tag(shard)
-    saved = dataclasses.asdict(cfg)
-    saved["grid"] = [dataclasses.asdict(s) for s in grid]
-    atomic_write_text(out / "corpus.yaml", yaml.safe_dump(saved, sort_keys=False))
+    saved = resolved_config(cfg, grid)
 
     progress_path = out / ".progress" / f"excerpts{tag}.jsonl"
     skipped: Counter = Counter()
     timing: Counter = Counter()
     with JsonlAppender(progress_path, resume=resume) as log:
-        todo = [p for p in mine if p.excerpt_id not in log.done]
+        _check_progress_config(log, saved)
+        atomic_write_text(out / "corpus.yaml", yaml.safe_dump(saved, sort_keys=False))
+        # an excerpt with a failed condition (or unreadable audio) is not done: resume retries it
+        todo = [p for p in mine if p.excerpt_id not in log.done
+                or log.done[p.excerpt_id].get("rejects")]
         bar = tqdm(total=len(mine), initial=len(mine) - len(todo), unit="excerpt",
                    desc="deepaq-prep build", disable=not progress, file=sys.stderr)
         if jobs > 1:
@@ -305,7 +386,8 @@ def build_corpus(inputs: list[str | os.PathLike], out_dir: str | os.PathLike,
             from multiprocessing import get_context
 
             # spawn, not fork: a fork of a process holding torch/numba thread pools can deadlock
-            pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"))
+            pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"),
+                                       initializer=_worker_init, initargs=(os.getpid(),))
             results = pool.map(_run_one, work, chunksize=1)
         try:
             for record in results:
@@ -319,12 +401,11 @@ def build_corpus(inputs: list[str | os.PathLike], out_dir: str | os.PathLike,
     rows: list[dict] = []
     for rec in records:
         rows += rec["rows"]
-        if rec.get("reject"):
-            rejects.append(rec["reject"])
+        rejects += rec.get("rejects") or []
         if rec.get("skip"):
             skipped[rec["skip"]["reason"]] += 1
         timing.update(rec.get("timing") or {})
-    manifest = write_manifest(out / f"manifest{tag}.jsonl", rows)
+    manifest = write_manifest(out / f"manifest{tag}.jsonl", rows, config=saved, shard=shard)
     rejects_path = write_jsonl(out / f"rejects{tag}.jsonl", rejects)
     return BuildResult(manifest, rejects_path, len(rows), sum(1 for r in records if r["rows"]),
                        skipped, len(rejects), timing)

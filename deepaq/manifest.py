@@ -14,7 +14,8 @@ codec                    null | ``opus`` | ``mp3`` | ``aac``
 encoder                  null | FFmpeg encoder name (``libopus``, ``libmp3lame``, ``aac``)
 bitrate_requested_kbps   requested bitrate; ``"inf"`` for clean
 bitrate_measured_kbps    bitrate measured from the encoded stream's size; ``"inf"`` for clean
-bitrate_label            the bitrate weak label = measured kbps; ``"inf"`` for clean
+bitrate_label            the bitrate weak label = measured kbps per channel (a stereo item at
+                         64 kbps ranks with a mono one at 32); ``"inf"`` for clean
 coded_sample_rate        rate the codec ran at (MP3 at low bitrates runs at 24 kHz); 48000 clean
 delay_removed_samples    codec delay removed before alignment, at 48 kHz (0 for clean)
 alignment_lag            residual lag found by cross-correlation and corrected (0 for clean)
@@ -30,16 +31,22 @@ visqol                   ViSQOL v3 audio-mode MOS-LQO vs the reference (clean: v
 Infinite values are stored as the JSON string ``"inf"``; read them with
 :func:`deepaq.records.parse_float`. Row order is canonical (see :func:`sort_rows`), so the same
 inputs and seed give a byte-identical file, whether built in one run or merged from shards.
+
+Beside each manifest ``manifest[.shard-K-of-N].jsonl`` a sidecar ``...config.json`` holds the
+resolved configuration it was built with (``config_hash``, ``config``, ``shard``), so that merging
+shards built with different settings is refused (:func:`merge_manifests`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from deepaq.records import parse_float, read_jsonl, write_jsonl
+from deepaq.records import atomic_write_text, parse_float, read_jsonl, write_jsonl
 
 FIELDS = (
     "key", "excerpt_id", "track_id", "source_path", "start_time", "end_time", "split",
@@ -81,12 +88,69 @@ def make_row(**fields) -> dict:
     return {f: fields[f] for f in FIELDS}
 
 
-def write_manifest(path: str | os.PathLike, rows: list[dict]) -> Path:
+def config_hash(config: dict) -> str:
+    """Short digest of a resolved corpus configuration (its ``config_hash`` key excluded)."""
+    body = {k: v for k, v in config.items() if k != "config_hash"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _flatten(value, prefix: str = "") -> dict[str, object]:
+    if isinstance(value, dict):
+        out: dict[str, object] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return {**{f"{prefix}[{i}]": None for i in range(len(value))},
+                **{k: v for i, v in enumerate(value) for k, v in _flatten(v, f"{prefix}[{i}]").items()}}
+    return {prefix: value}
+
+
+def config_difference(mine: dict, theirs: dict, here: str = "here",
+                      there: str = "there") -> str | None:
+    """The settings that differ between two resolved configurations, as one phrase, or None."""
+    a = _flatten({k: v for k, v in mine.items() if k != "config_hash"})
+    b = _flatten({k: v for k, v in theirs.items() if k != "config_hash"})
+    keys = [k for k in dict.fromkeys([*a, *b]) if a.get(k, "<absent>") != b.get(k, "<absent>")]
+    if not keys:
+        return None
+    first = keys[0]
+    more = f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""
+    return (f"{first} is {a.get(first, '<absent>')!r} in {here}, "
+            f"{b.get(first, '<absent>')!r} in {there}{more}")
+
+
+def config_sidecar(manifest: str | os.PathLike) -> Path:
+    """``corpus/manifest.shard-1-of-4.jsonl`` -> ``corpus/manifest.shard-1-of-4.config.json``."""
+    manifest = Path(manifest)
+    return manifest.with_name(manifest.name.removesuffix(".jsonl") + ".config.json")
+
+
+def read_manifest_config(manifest: str | os.PathLike) -> dict | None:
+    """The sidecar written with a manifest (``config_hash``, ``config``, ``shard``), or None."""
+    side = config_sidecar(manifest)
+    if not side.is_file():
+        return None
+    try:
+        return json.loads(side.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{side}: invalid JSON ({exc})") from None
+
+
+def write_manifest(path: str | os.PathLike, rows: list[dict], config: dict | None = None,
+                   shard: tuple[int, int] | None = None) -> Path:
+    """Canonical order, unique keys, atomic; with ``config`` also its sidecar (written first, so
+    a manifest never sits beside a stale sidecar)."""
     rows = sort_rows(rows)
     keys = [r["key"] for r in rows]
     if len(keys) != len(set(keys)):
         dupes = sorted({k for k in keys if keys.count(k) > 1})[:5]
         raise ValueError(f"{path}: duplicate keys {dupes}")
+    if config is not None:
+        side = {"config_hash": config.get("config_hash") or config_hash(config),
+                "shard": None if shard is None else list(shard), "config": config}
+        atomic_write_text(config_sidecar(path), json.dumps(side, indent=1) + "\n")
     return write_jsonl(path, rows)
 
 
@@ -116,17 +180,54 @@ def is_clean(row: dict) -> bool:
     return row.get("condition") == "clean" or math.isinf(parse_float(row.get("bitrate_label")))
 
 
-def merge_manifests(paths: list[str | os.PathLike], out: str | os.PathLike) -> Path:
-    """Join shard manifests written into the same corpus folder into one canonical manifest."""
-    out = Path(out)
-    rows: list[dict] = []
+def _shard_configs(paths: list[Path]) -> dict:
+    """The one configuration all shards were built with; refuses a mismatch or a missing shard."""
+    sides = []
     for p in paths:
-        p = Path(p)
+        side = read_manifest_config(p)
+        if side is None:
+            raise ValueError(f"{p}: no {config_sidecar(p).name} beside it, so its configuration "
+                             "cannot be checked (rebuild the shard with this deepaq-prep)")
+        sides.append(side)
+    first = sides[0]
+    for p, side in zip(paths[1:], sides[1:]):
+        diff = config_difference(side["config"], first["config"], p.name, paths[0].name)
+        if diff:
+            raise ValueError(f"{p}: built with another configuration than {paths[0].name} "
+                             f"({diff})")
+    shards = [tuple(s["shard"]) if s.get("shard") else None for s in sides]
+    if any(s is not None for s in shards):
+        counts = {s[1] for s in shards if s is not None}
+        got = sorted(s[0] for s in shards if s is not None)
+        n = max(counts)
+        if None in shards or len(counts) > 1 or got != list(range(1, n + 1)):
+            raise ValueError(f"{paths[0].parent}: shards given {_shard_names(shards)} are not "
+                             f"exactly 1..{n} of {n} once each")
+    return first["config"]
+
+
+def _shard_names(shards: list) -> str:
+    return ", ".join("unsharded" if s is None else f"{s[0]}/{s[1]}" for s in shards)
+
+
+def merge_manifests(paths: list[str | os.PathLike], out: str | os.PathLike) -> Path:
+    """Join shard manifests written into the same corpus folder into one canonical manifest,
+    after checking that they were built with one configuration and are all there."""
+    out = Path(out)
+    paths = [Path(p) for p in paths]
+    for p in paths:
         if p.resolve().parent != out.resolve().parent:
             raise ValueError(f"{p}: shard manifests must sit in the output's folder "
                              f"({out.parent}) because item paths are relative to it")
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: shard manifest not found")
+    if out.is_dir():
+        raise ValueError(f"{out}: is a directory (give the merged manifest's file name)")
+    config = _shard_configs(paths)
+    rows: list[dict] = []
+    for p in paths:
         rows += read_jsonl(p)
-    return write_manifest(out, rows)
+    return write_manifest(out, rows, config=config)
 
 
 def to_pairs(rows: list[dict], manifest_dir: str | os.PathLike, absolute: bool = True,
