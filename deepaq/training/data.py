@@ -3,34 +3,43 @@
 The manifest (JSONL, schema in :mod:`deepaq.manifest`) is written by ``deepaq-prep``; audio paths
 in it are relative to the manifest's folder. Items are decoded at the model's input rate, mono, and cropped
 with the *same* offset as their reference, because corpus items are delay-compensated and a
-full-reference distance needs both sides aligned.
+full-reference distance needs both sides aligned. A random crop is drawn once per excerpt and
+epoch, so every condition of an excerpt in a batch (its clean item included, the in-batch reference
+of reference-anchored losses) covers the same window.
 """
 
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 
 from deepaq.manifest import TRAINING_COLUMNS, is_clean, read_manifest
 from deepaq.records import parse_float
 
+
 class CorpusDataset(torch.utils.data.Dataset):
     """One corpus item with its reference and labels, decoded on demand (``__getitem__``).
 
     ``crop_seconds``: cut a window of that length (random when ``random_crop``, else centred) at the
-    same place in item and reference; ``None`` keeps whole excerpts. ``extra_columns`` are passed
-    through to the batch (numbers as tensors, anything else as lists), e.g. a domain label.
+    same place in item and reference; ``None`` keeps whole excerpts. The random offset is drawn
+    from (``crop_seed``, epoch, excerpt id), so all conditions of an excerpt share it within an
+    epoch (:meth:`set_epoch`; an index ``(i, epoch)`` carries the epoch into loader workers).
+    ``extra_columns`` are passed through to the batch (numbers as tensors, anything else as lists),
+    e.g. a domain label.
     """
 
     def __init__(self, manifest: str | os.PathLike, split: str | Sequence[str] | None = "train",
                  sample_rate: int = 24000, crop_seconds: float | None = None,
                  random_crop: bool = True, load_reference: bool = True,
-                 extra_columns: Sequence[str] = (), rows: list[dict] | None = None):
+                 extra_columns: Sequence[str] = (), rows: list[dict] | None = None,
+                 crop_seed: int = 0):
         self.manifest = Path(manifest)
         self.root = self.manifest.parent
         self.rows = rows if rows is not None else read_manifest(self.manifest, split, required=TRAINING_COLUMNS)
@@ -44,12 +53,28 @@ class CorpusDataset(torch.utils.data.Dataset):
         self.excerpt_ids = [str(r["excerpt_id"]) for r in self.rows]
         self.excerpt_index = {ex: i for i, ex in enumerate(sorted(set(self.excerpt_ids)))}
         self.clean = [is_clean(r) for r in self.rows]
+        self.crop_seed = int(crop_seed)
+        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def _window(self, row: dict) -> tuple[float | None, float | None]:
-        """Crop window in seconds, from the manifest's length (FLAC seeks, so only it is decoded)."""
+    def set_epoch(self, epoch: int) -> None:
+        """New crop offsets for a new epoch (the batch sampler passes its epoch with each index)."""
+        self.epoch = int(epoch)
+
+    def _crop_fraction(self, row: dict, epoch: int) -> float:
+        """Where the crop starts, as a fraction of the room left: one draw per excerpt and epoch,
+        so an excerpt's conditions and their reference are cut at the same place."""
+        if not self.random_crop:
+            return 0.5
+        excerpt = zlib.crc32(str(row["excerpt_id"]).encode("utf-8"))
+        return float(np.random.default_rng([self.crop_seed, int(epoch), excerpt]).random())
+
+    def crop_window(self, index: int, epoch: int | None = None) -> tuple[float | None, float | None]:
+        """Crop window in seconds, from the manifest's length (FLAC seeks, so only it is decoded);
+        ``(None, None)`` for whole excerpts or rows without a length."""
+        row = self.rows[index]
         if not self.crop_seconds:
             return None, None
         rate = float(row.get("sample_rate") or 0)
@@ -58,7 +83,7 @@ class CorpusDataset(torch.utils.data.Dataset):
         if duration is None or duration <= self.crop_seconds:
             return None, None
         room = duration - self.crop_seconds
-        start = float(torch.rand(()).item()) * room if self.random_crop else room / 2
+        start = self._crop_fraction(row, self.epoch if epoch is None else epoch) * room
         return start, start + self.crop_seconds
 
     def _load(self, rel: str, start: float | None, end: float | None) -> torch.Tensor:
@@ -68,25 +93,26 @@ class CorpusDataset(torch.utils.data.Dataset):
                        start=start, end=end)
         return torch.from_numpy(x[0].copy())
 
-    def _crop_loaded(self, *waves: torch.Tensor) -> list[torch.Tensor]:
+    def _crop_loaded(self, fraction: float, *waves: torch.Tensor) -> list[torch.Tensor]:
         """Crop after decoding when the manifest did not give a length to crop by."""
         n = min(w.shape[-1] for w in waves)
         size = round((self.crop_seconds or 0) * self.sample_rate)
         if not size or n <= size:
             return list(waves)
         room = n - size
-        start = int(torch.randint(0, room + 1, ()).item()) if self.random_crop else room // 2
+        start = min(room, int(fraction * (room + 1))) if self.random_crop else room // 2
         return [w[start:start + size] for w in waves]
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
+        index, epoch = index if isinstance(index, tuple) else (index, self.epoch)
         row = self.rows[index]
-        start, end = self._window(row)
+        start, end = self.crop_window(index, epoch)
         item = self._load(row["path"], start, end)
         waves = [item]
         if self.load_reference:
             waves.append(self._load(row["reference"], start, end))
         if start is None and self.crop_seconds:
-            waves = self._crop_loaded(*waves)
+            waves = self._crop_loaded(self._crop_fraction(row, epoch), *waves)
         out: dict[str, Any] = {
             "index": index,
             "key": str(row["key"]),
@@ -192,8 +218,11 @@ class CorpusDataModule(pl.LightningDataModule):
                 self.manifest, split, self.sample_rate,
                 crop_seconds=self.crop_seconds if train else self.val_crop_seconds,
                 random_crop=train, load_reference=self.train_reference or not train,
-                extra_columns=self.extra_columns, rows=rows)
+                extra_columns=self.extra_columns, rows=rows, crop_seed=self._seed())
         return self.datasets[which]
+
+    def _seed(self) -> int:
+        return int(self.seed if self.seed is not None else torch.initial_seed() % 2**32)
 
     def setup(self, stage: str | None = None) -> None:
         needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",),
@@ -217,13 +246,14 @@ class CorpusDataModule(pl.LightningDataModule):
 
         ds = self._dataset("train")
         rank, world = self._rank_world()
-        seed = self.seed if self.seed is not None else torch.initial_seed() % 2**32
+        seed = self._seed()
         sampler = ExcerptBatchSampler(
             ds.excerpt_ids, ds.clean,
             excerpts_per_batch=max(1, self.batch_size // self.conditions_per_excerpt),
             conditions_per_excerpt=self.conditions_per_excerpt,
             include_clean=self.include_clean, cover_all_conditions=self.cover_all_conditions,
-            drop_last=self.drop_last, seed=int(seed), num_replicas=world, rank=rank)
+            drop_last=self.drop_last, seed=int(seed), num_replicas=world, rank=rank,
+            with_epoch=True)
         return self._loader(ds, batch_sampler=sampler)
 
     def _eval_loader(self, which: str) -> torch.utils.data.DataLoader:

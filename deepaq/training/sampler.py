@@ -24,14 +24,15 @@ class ExcerptBatchSampler:
     one excerpt, its clean item first when ``include_clean``. With ``cover_all_conditions`` every
     condition of every excerpt appears at least once per epoch (an excerpt with many conditions
     gives several groups, the last one topped up with random other conditions so all groups have
-    the same size); otherwise each excerpt gives one random group per epoch.
+    the same size); otherwise each excerpt gives one random group per epoch. ``with_epoch`` yields
+    ``(index, epoch)`` pairs, so a dataset in a loader worker crops each excerpt once per epoch.
     """
 
     def __init__(self, excerpt_ids: Sequence[str], is_clean: Sequence[bool],
                  excerpts_per_batch: int = 8, conditions_per_excerpt: int = 4,
                  include_clean: bool = True, cover_all_conditions: bool = True,
                  shuffle: bool = True, drop_last: bool = False, seed: int = 0,
-                 num_replicas: int = 1, rank: int = 0):
+                 num_replicas: int = 1, rank: int = 0, with_epoch: bool = False):
         if len(excerpt_ids) != len(is_clean):
             raise ValueError("excerpt_ids and is_clean must have the same length")
         if excerpts_per_batch < 1 or conditions_per_excerpt < 1:
@@ -47,6 +48,7 @@ class ExcerptBatchSampler:
         self.seed = int(seed)
         self.num_replicas = int(num_replicas)
         self.rank = int(rank)
+        self.with_epoch = bool(with_epoch)
         self.epoch = 0
         self._cache: tuple[int, list[list[int]]] | None = None
         # excerpt -> (clean indices, other indices), in first-appearance order (deterministic).
@@ -107,8 +109,12 @@ class ExcerptBatchSampler:
             self._cache = (self.epoch, batches[self.rank::self.num_replicas][:per_rank])
         return self._cache[1]
 
-    def __iter__(self) -> Iterator[list[int]]:
-        yield from self._my_batches()
+    def __iter__(self) -> Iterator[list[int] | list[tuple[int, int]]]:
+        if not self.with_epoch:
+            yield from self._my_batches()
+            return
+        for batch in self._my_batches():
+            yield [(i, self.epoch) for i in batch]
 
     def __len__(self) -> int:
         return len(self._my_batches())

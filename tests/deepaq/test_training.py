@@ -90,12 +90,74 @@ def test_dataset_crops_item_and_reference_at_the_same_place(corpus):
     s = ds[clean[0]]
     assert s["item"].shape == (12000,) and not s["coded"] and math.isinf(s["bitrate"])
     assert torch.equal(s["item"], s["reference"]), "clean item and reference crops differ"
-    offsets = {int(torch.argmax(ds[clean[0]]["item"]).item()) for _ in range(4)}
-    assert len(offsets) > 1, "random crop always picks the same window"
+    offsets = set()
+    for epoch in range(4):
+        ds.set_epoch(epoch)
+        offsets.add(int(torch.argmax(ds[clean[0]]["item"]).item()))
+    assert len(offsets) > 1, "random crop picks the same window every epoch"
     coded = [i for i, r in enumerate(ds.rows) if r["condition"] != "clean"][:3]
     batch = collate_items([ds[i] for i in coded] + [s])
     assert batch["item"].shape == (4, 12000) and batch["coded"].tolist() == [True] * 3 + [False]
     assert torch.isfinite(batch["visqol"]).all() and (batch["bitrate"][:3] < 200).all()
+
+
+@pytest.fixture(scope="module")
+def crop_corpus(tmp_path_factory, music_clip) -> Path:
+    """Unlabelled 2 s stereo excerpts of three real recordings, 2 codecs x 2 bitrates."""
+    import soundfile as sf
+
+    from data_prep.pipeline import CorpusConfig, build_corpus
+
+    src = tmp_path_factory.mktemp("crop_src")
+    for name in ("guitar", "glock", "sopr"):
+        sf.write(src / f"{name}.wav", music_clip(name, 2.0, 1.0).T, 48000)
+    cfg = CorpusConfig(excerpt_seconds=2.0, grid=str(REPO / "configs" / "data_prep" / "tiny_grid.yaml"),
+                       labels="none", splits={"train": 1.0})
+    return build_corpus([src], tmp_path_factory.mktemp("crop_corpus"), cfg, progress=False).manifest
+
+
+def test_conditions_of_an_excerpt_share_one_crop_per_epoch(crop_corpus):
+    from deepaq.training.data import CorpusDataset
+
+    ds = CorpusDataset(crop_corpus, split=None, sample_rate=24000, crop_seconds=0.5, crop_seed=3)
+    by_excerpt: dict[str, list[int]] = {}
+    for i, r in enumerate(ds.rows):
+        by_excerpt.setdefault(r["excerpt_id"], []).append(i)
+    assert len(by_excerpt) == 3 and all(len(v) == 5 for v in by_excerpt.values())
+    starts_over_epochs = set()
+    for epoch in (0, 1, 2):
+        ds.set_epoch(epoch)
+        for rows in by_excerpt.values():
+            starts = {ds.crop_window(i) for i in rows}
+            assert len(starts) == 1, f"conditions of one excerpt cropped apart: {starts}"
+            starts_over_epochs |= starts
+            clean = next(i for i in rows if not ds[i]["coded"])
+            clean_crop = ds[clean]["item"]
+            for i in rows:
+                if i != clean:
+                    assert torch.equal(ds[i]["reference"], clean_crop)
+            # an index that carries its epoch (what loader workers get) crops the same way
+            assert torch.equal(ds[(clean, epoch)]["item"], clean_crop)
+    assert len(starts_over_epochs) > 3, "each epoch should move the window"
+
+
+def test_training_batches_align_coded_items_with_the_clean_crop(crop_corpus):
+    from deepaq.training.data import CorpusDataModule
+
+    dm = CorpusDataModule(str(crop_corpus), batch_size=10, conditions_per_excerpt=5,
+                          crop_seconds=0.5, train_reference=True, seed=0, val_split="train")
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    for epoch in (0, 1):
+        loader.batch_sampler.set_epoch(epoch)
+        seen = 0
+        for batch in loader:
+            clean = {int(e): j for j, (e, c) in enumerate(zip(batch["excerpt"], batch["coded"]))
+                     if not c}
+            for j, e in enumerate(batch["excerpt"].tolist()):
+                assert torch.equal(batch["reference"][j], batch["item"][clean[e]])
+                seen += 1
+        assert seen == 15
 
 
 # -- fit -----------------------------------------------------------------------------------------
