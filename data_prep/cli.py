@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--channels", choices=["keep", "mono", "stereo"], default="keep",
                    help="keep: mono/stereo as is, >2 channels downmixed to stereo")
     b.add_argument("--silence-threshold-dbfs", type=float, default=-50.0,
-                   help="skip excerpts whose RMS level is below this")
+                   help="skip excerpts whose AC level (RMS with the DC offset removed) is "
+                        "below this, as silent")
     b.add_argument("--splits", type=_splits, default="train=0.8,val=0.1,test=0.1",
                    help="split fractions by source track")
     b.add_argument("--seed", type=int, default=0)
@@ -61,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--shard", type=_shard, default=None,
                    help="K/N: process every N-th excerpt starting at K (for job arrays); "
                         "writes manifest.shard-K-of-N.jsonl, join with 'merge'")
-    b.add_argument("--resume", action="store_true", help="skip excerpts finished by an earlier "
-                                                         "(interrupted) run into the same folder")
+    b.add_argument("--resume", action="store_true",
+                   help="continue an earlier (interrupted) run into the same folder with the same "
+                        "settings (refused otherwise): skip finished excerpts, retry failed ones")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     s = sub.add_parser("summary", help="counts, label statistics and a label-vs-bitrate table")
@@ -131,8 +133,8 @@ def _main(argv: list[str] | None = None) -> int:
     if args.verb == "build":
         return _build(args)
     if args.verb == "summary":
-        from deepaq.manifest import read_manifest
         from data_prep.summary import summarize
+        from deepaq.manifest import read_manifest
 
         print(summarize(read_manifest(args.manifest)))
         return 0

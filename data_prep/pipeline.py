@@ -158,8 +158,8 @@ def process_excerpt(plan: ExcerptPlan, cfg: CorpusConfig, grid: list, out_dir: s
     and, within codec, its measured steps resample, encode (also as ``encode <codec>``), decode
     and align.
     """
-    from deepaq.alignment import ReferenceSignal
     from data_prep.codecs import code_excerpt
+    from deepaq.alignment import ReferenceSignal
 
     out = Path(out_dir)
     t = plan.track
@@ -296,9 +296,12 @@ def _labeller_version(cfg: CorpusConfig) -> str | None:
     return f"visqol-python {version('visqol-python')}"
 
 
-def resolved_config(cfg: CorpusConfig, grid: list) -> dict:
+def resolved_config(cfg: CorpusConfig, grid: list, tracks: list[Track] | None = None) -> dict:
     """Everything that decides a corpus's rows: the config with its grid read, the labeller's and
-    the codec library's versions. Resume, shards and merge refuse to mix two of these."""
+    the codec library's versions, and the track ids (splits and shards are cut from the whole
+    list, so a resumed run with other tracks would split one track's excerpts). Resume, shards and
+    merge refuse to mix two of these."""
+    import hashlib
     from importlib.metadata import version
 
     saved = dataclasses.asdict(cfg)
@@ -306,6 +309,10 @@ def resolved_config(cfg: CorpusConfig, grid: list) -> dict:
     saved.update(sample_rate=SAMPLE_RATE, label_decimals=LABEL_DECIMALS,
                  bitrate_label="measured kbps per channel",
                  labeller_version=_labeller_version(cfg), codec_library=f"av {version('av')}")
+    if tracks is not None:
+        ids = "\n".join(f"{t.track_id}|{t.start_time}|{t.end_time}" for t in tracks)
+        saved["tracks"] = {"count": len(tracks),
+                           "ids_sha256": hashlib.sha256(ids.encode("utf-8")).hexdigest()[:16]}
     saved["config_hash"] = config_hash(saved)
     return saved
 
@@ -360,7 +367,7 @@ def build_corpus(inputs: list[str | os.PathLike], out_dir: str | os.PathLike,
         rejects = []  # input-level rejects are reported once, by shard 1
     mine = _shard(plans, shard)
     tag = _tag(shard)
-    saved = resolved_config(cfg, grid)
+    saved = resolved_config(cfg, grid, tracks)
 
     progress_path = out / ".progress" / f"excerpts{tag}.jsonl"
     skipped: Counter = Counter()

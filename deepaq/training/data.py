@@ -20,7 +20,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from deepaq.manifest import TRAINING_COLUMNS, is_clean, read_manifest
+from deepaq.manifest import TRAINING_COLUMNS, is_clean, read_manifest, read_manifest_config
 from deepaq.records import parse_float
 
 
@@ -129,6 +129,24 @@ class CorpusDataset(torch.utils.data.Dataset):
         return out
 
 
+def warn_total_bitrate_labels(manifest: str | os.PathLike, rows: list[dict]) -> bool:
+    """Warn (and return True) when mono and stereo coded items share a corpus whose
+    ``bitrate_label`` is not known to be per channel (built before it was): the bitrate term
+    would then rank a stereo item level with a mono one at the same total kbps."""
+    channels = {r.get("channels") for r in rows if r.get("codec")}
+    if len(channels) < 2:
+        return False
+    side = read_manifest_config(manifest) or {}
+    if (side.get("config") or {}).get("bitrate_label") == "measured kbps per channel":
+        return False
+    import warnings
+
+    warnings.warn(f"{manifest}: mono and stereo items, and bitrate_label is the total kbps (no "
+                  "manifest.config.json saying it is per channel): rebuild the corpus with this "
+                  "deepaq-prep, or the bitrate term ranks by total bits", stacklevel=2)
+    return True
+
+
 def pad_waves(waves: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad 1-D waves with zeros to ``[B, T]``; the lengths let the model mask the padding."""
     lengths = torch.tensor([w.shape[-1] for w in waves], dtype=torch.long)
@@ -209,6 +227,7 @@ class CorpusDataModule(pl.LightningDataModule):
         if which not in self.datasets:
             if self._rows is None:
                 self._rows = read_manifest(self.manifest, required=TRAINING_COLUMNS)
+                warn_total_bitrate_labels(self.manifest, self._rows)
             split = self.splits[which]
             rows = [r for r in self._rows if r.get("split") == split]
             if not rows:

@@ -95,6 +95,9 @@ def test_resume_refuses_another_configuration_naming_the_setting(tmp_path, music
         assert "another configuration" in err and f"{setting}" in err, err
         assert (out / "manifest.jsonl").read_bytes() == first
     assert main([*argv, "--resume"]) == 0  # the same settings resume
+    more = _write(tmp_path / "in" / "sopr.wav", music_clip("sopr", 1.0, 1.0))
+    err = _one_line_error(capsys, [*argv[:2], str(more), *argv[2:], "--resume"])
+    assert "tracks.count is 2 in this run, 1 in the progress log" in err, err
     sidecar = json.loads((out / "manifest.config.json").read_text())
     assert sidecar["config"]["seed"] == 0 and len(sidecar["config_hash"]) == 16
 
@@ -258,8 +261,8 @@ def test_kill_9_of_build_parent_takes_the_workers_with_it(tmp_path, music_clip):
      "unknown FFmpeg encoder 'libopuss'"),
     ("codecs:\n  opus: {encoder: libopus, container: ogg, bitrates_kbps: [32], bitrate: 3}\n",
      "unknown keys ['bitrate']"),
-    ("codecs:\n  mp3: {encoder: libmp3lame, container: mp3, bitrates_kbps: [32],\n"
-     "        rules: [{sample_rate: 24000}]}\n", "needs 'below_kbps'"),
+    (("codecs:\n  mp3: {encoder: libmp3lame, container: mp3, bitrates_kbps: [32],\n"
+      "        rules: [{sample_rate: 24000}]}\n"), "needs 'below_kbps'"),
     ("- just a list\n", "must be a YAML mapping"),
 ])
 def test_bad_grid_is_a_one_line_error_naming_the_file(tmp_path, music_clip, capsys, text, problem):

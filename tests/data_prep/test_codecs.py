@@ -11,8 +11,8 @@ import pytest
 from scipy import signal
 
 from data_prep import codecs
-from deepaq.alignment import ReferenceSignal
 from data_prep.codecs import CodecError, CodecSpec, code_excerpt, load_grid
+from deepaq.alignment import ReferenceSignal
 
 GRIDS = Path(__file__).resolve().parents[2] / "configs" / "data_prep"
 LOW_HIGH = [("opus", 16), ("opus", 128), ("mp3", 16), ("mp3", 128), ("aac", 16), ("aac", 128)]

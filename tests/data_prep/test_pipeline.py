@@ -15,10 +15,10 @@ import pytest
 import soundfile as sf
 from scipy.stats import spearmanr
 
-from deepaq.manifest import FIELDS, read_manifest
 from data_prep.pipeline import CorpusConfig, build_corpus
 from data_prep.splits import assign_splits
 from data_prep.summary import summarize
+from deepaq.manifest import FIELDS, read_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_GRID = REPO / "configs" / "data_prep" / "tiny_grid.yaml"
@@ -143,12 +143,13 @@ def test_resume_after_kill_gives_identical_manifest(music_dir, tmp_path):
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     progress = tmp_path / "k" / ".progress" / "excerpts.jsonl"
     deadline = time.time() + 120
-    while time.time() < deadline and (not progress.exists() or progress.read_text().count("\n") < 2):
+    # the progress log: a configuration record, then one record per finished excerpt
+    while time.time() < deadline and (not progress.exists() or progress.read_text().count("\n") < 3):
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "k" / "manifest.jsonl").exists()
-    done_before = progress.read_text().count("\n")
+    done_before = progress.read_text().count("\n") - 1
     assert 2 <= done_before < 8
     assert subprocess.run(cmd + ["--resume"], cwd=REPO, check=False).returncode == 0
     assert subprocess.run([c if c != str(tmp_path / "k") else str(tmp_path / "fresh")

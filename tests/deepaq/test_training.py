@@ -160,6 +160,27 @@ def test_training_batches_align_coded_items_with_the_clean_crop(crop_corpus):
         assert seen == 15
 
 
+def test_mixed_channel_corpus_without_per_channel_labels_warns(tmp_path, music_clip):
+    import soundfile as sf
+
+    from data_prep.pipeline import CorpusConfig, build_corpus
+    from deepaq.manifest import config_sidecar, read_manifest
+    from deepaq.training.data import warn_total_bitrate_labels
+
+    x = music_clip("guitar", 1.0, 1.0)
+    sf.write(tmp_path / "stereo.wav", x.T, 48000)
+    sf.write(tmp_path / "mono.wav", x[0], 48000)
+    cfg = CorpusConfig(excerpt_seconds=1.0, labels="none", splits={"train": 1.0},
+                       grid=str(REPO / "configs" / "data_prep" / "tiny_grid.yaml"))
+    manifest = build_corpus([tmp_path / "stereo.wav", tmp_path / "mono.wav"], tmp_path / "c", cfg,
+                            progress=False).manifest
+    rows = read_manifest(manifest)
+    assert not warn_total_bitrate_labels(manifest, rows)  # built with per-channel labels
+    config_sidecar(manifest).unlink()  # as a corpus built before per-channel labels
+    with pytest.warns(UserWarning, match="per channel"):
+        assert warn_total_bitrate_labels(manifest, rows)
+
+
 # -- fit -----------------------------------------------------------------------------------------
 
 def _fit(corpus: Path, run_dir: Path, *extra: str) -> Path:
