@@ -359,7 +359,6 @@ def build_corpus(inputs: list[str | os.PathLike], out_dir: str | os.PathLike,
 
     cfg = config or CorpusConfig()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     grid = load_grid(cfg.grid)
     tracks = discover(inputs)
     plans, rejects = plan_excerpts(tracks, cfg)
@@ -368,6 +367,7 @@ def build_corpus(inputs: list[str | os.PathLike], out_dir: str | os.PathLike,
     mine = _shard(plans, shard)
     tag = _tag(shard)
     saved = resolved_config(cfg, grid, tracks)
+    out.mkdir(parents=True, exist_ok=True)  # only once the settings and inputs are known good
 
     progress_path = out / ".progress" / f"excerpts{tag}.jsonl"
     skipped: Counter = Counter()

@@ -143,7 +143,7 @@ def test_the_same_source_twice_is_refused_before_coding(tmp_path, music_clip, ca
     err = _one_line_error(capsys, ["build", str(src), str(src), "-o", str(tmp_path / "c"),
                                    "--grid", str(TINY_GRID), "--labels", "none", "-q"])
     assert "a.wav" in err and "twice" in err
-    assert not (tmp_path / "c" / "audio").exists()
+    assert not (tmp_path / "c").exists()
 
 
 # -- 16.6 and 16.11: list rows with bad times; header-only lists -------------------------------
@@ -158,6 +158,7 @@ def test_list_rows_with_bad_times_are_refused(tmp_path, music_clip, capsys, star
     err = _one_line_error(capsys, ["build", str(lst), "-o", str(tmp_path / "c"),
                                    "--grid", str(TINY_GRID), "--labels", "none", "-q"])
     assert f"{lst}: row 2" in err and problem in err, err
+    assert not (tmp_path / "c").exists()
 
 
 def test_header_only_list_warns_zero_rows(tmp_path, capsys):
@@ -272,6 +273,7 @@ def test_bad_grid_is_a_one_line_error_naming_the_file(tmp_path, music_clip, caps
     err = _one_line_error(capsys, ["build", str(src), "-o", str(tmp_path / "c"), "--grid",
                                    str(grid), "--labels", "none", "-q"])
     assert str(grid) in err and problem in err, err
+    assert not (tmp_path / "c").exists(), "a refused build must leave nothing behind"
 
 
 def test_pairs_refuses_to_overwrite_an_existing_output(tmp_path, music_clip, capsys):
