@@ -32,6 +32,7 @@ from deepaq.audio import (
     write_audio,
 )
 from deepaq.records import JsonlAppender, atomic_write_text, write_jsonl
+from deepaq.sharding import select_shard, shard_tag
 
 SAMPLE_RATE = 48000
 LABEL_DECIMALS = 6
@@ -110,15 +111,6 @@ def plan_excerpts(tracks: list[Track], cfg: CorpusConfig) -> tuple[list[ExcerptP
             plans.append(ExcerptPlan(t, excerpt_id(t.track_id, begin + s), begin + s, seconds,
                                      splits[t.track_id]))
     return plans, rejects
-
-
-def _shard(plans: list[ExcerptPlan], shard: tuple[int, int] | None) -> list[ExcerptPlan]:
-    if shard is None:
-        return plans
-    k, n = shard
-    if not (1 <= k <= n):
-        raise ValueError(f"shard must be K/N with 1 <= K <= N, got {k}/{n}")
-    return [p for i, p in enumerate(plans) if i % n == k - 1]
 
 
 # -- worker -------------------------------------------------------------------------------------
@@ -257,10 +249,6 @@ class BuildResult:
     timing: Counter
 
 
-def _tag(shard: tuple[int, int] | None) -> str:
-    return "" if shard is None else f".shard-{shard[0]}-of-{shard[1]}"
-
-
 def build_corpus(inputs: list[str | os.PathLike], out_dir: str | os.PathLike,
                  config: CorpusConfig | None = None, jobs: int = 1,
                  shard: tuple[int, int] | None = None, resume: bool = False,
@@ -279,8 +267,8 @@ def build_corpus(inputs: list[str | os.PathLike], out_dir: str | os.PathLike,
     plans, rejects = plan_excerpts(tracks, cfg)
     if shard is not None and shard[0] != 1:
         rejects = []  # input-level rejects are reported once, by shard 1
-    mine = _shard(plans, shard)
-    tag = _tag(shard)
+    mine = select_shard(plans, shard)  # the split deepaq score --shard uses too
+    tag = shard_tag(shard)
     saved = dataclasses.asdict(cfg)
     saved["grid"] = [dataclasses.asdict(s) for s in grid]
     atomic_write_text(out / "corpus.yaml", yaml.safe_dump(saved, sort_keys=False))

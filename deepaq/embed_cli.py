@@ -64,9 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from deepaq.records import write_jsonl
-    from deepaq.scoring import Scorer
-
     from deepaq.score_cli import UsageError, check_device, start_up_error
+    from deepaq.scoring import Scorer
 
     out = Path(args.output)
     if out.suffix not in (".npy", ".safetensors"):

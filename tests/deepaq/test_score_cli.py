@@ -421,3 +421,56 @@ def test_jobs_two_matches_jobs_one(checkpoint, coded_set, tmp_path):
     assert [r["key"] for r in rows][4] == "gone" and "not found" in rows[4]["error"]
     by = {r["key"]: r["distance"] for r in rows}
     assert by["guitar_32"] > by["guitar_128"] > 0  # real codec: fewer bits, larger distance
+
+
+# -- the same flags in deepaq eval and deepaq embed ---------------------------------------------------
+@pytest.mark.parametrize("case", ["cuda", "bad_checkpoint", "header_only", "unknown_metric"])
+def test_eval_start_up_errors_are_one_line(checkpoint, audio, tmp_path, capsys, case):
+    manifest = tmp_path / "lt.csv"
+    if case == "header_only":
+        manifest.write_text("key,reference,degraded,mos\n")
+    else:
+        manifest.write_text("key,reference,degraded,mos\n"
+                            f"a,{audio / 'refs/guitar.wav'},{audio / 'deg/guitar_lp3000.flac'},3\n"
+                            f"b,{audio / 'refs/glock.wav'},{audio / 'deg/glock_lp8000.flac'},4\n")
+    if case == "cuda":
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+    extra, named = {"cuda": (["--device", "cuda"], "--device cuda"),
+                    "bad_checkpoint": (["--metrics",
+                                        f"deepaq:{_bad_checkpoint(checkpoint, tmp_path)}"],
+                                       "broken_ckpt"),
+                    "header_only": ([], "0 rows"),
+                    "unknown_metric": (["--metrics", "nosuch"], "nosuch")}[case]
+    args = ["eval", str(manifest), "-o", str(tmp_path / "ev"), "--no-plots", "--no-progress",
+            "--metrics", f"deepaq:{checkpoint}", *extra]
+    assert run(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and named in err, err
+
+
+@pytest.mark.parametrize("case", ["cuda", "bad_checkpoint", "tiny_hop", "existing_output"])
+def test_embed_start_up_errors_are_one_line(checkpoint, audio, tmp_path, capsys, case):
+    out = tmp_path / "e.npy"
+    if case == "existing_output":
+        np.save(out, np.zeros(3))
+    if case == "cuda":
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+    extra, named = {"cuda": (["--device", "cuda"], "--device cuda"),
+                    "bad_checkpoint": (["--checkpoint", str(_bad_checkpoint(checkpoint, tmp_path))],
+                                       "--checkpoint"),
+                    "tiny_hop": (["--hop", "0.0001"], "--hop"),
+                    "existing_output": ([], str(out))}[case]
+    before = out.read_bytes() if out.exists() else None
+    args = ["embed", str(audio / "refs"), "-o", str(out), "--no-progress", *extra]
+    if "--checkpoint" not in extra:
+        args += ["--checkpoint", str(checkpoint)]
+    assert run(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and named in err, err
+    assert (out.read_bytes() if out.exists() else None) == before
