@@ -16,7 +16,7 @@ from pathlib import Path
 
 def build_parser() -> argparse.ArgumentParser:
     from deepaq.cli import HelpFormatter
-    from deepaq.score_cli import positive_float, positive_int
+    from deepaq.score_cli import add_model_options
 
     p = argparse.ArgumentParser(prog="deepaq embed", formatter_class=HelpFormatter,
                                 description="Write DeePAQ embeddings for a folder or manifest.")
@@ -27,12 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--column", default=None, help="manifest column holding the audio path "
                                                   "(default: path, else degraded)")
     p.add_argument("--checkpoint", "-c", help="checkpoint folder (default: the shipped one)")
-    p.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass")
-    p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto")
-    p.add_argument("--window", type=positive_float, default=None,
-                   help="window length in seconds (default: checkpoint's, else 4)")
-    p.add_argument("--hop", type=positive_float, default=None,
-                   help="window hop in seconds, >= window/100 (default: the window)")
+    add_model_options(p)
     p.add_argument("--cache-dir", default=None,
                    help="store embeddings here (default: memory only)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -59,6 +59,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """The DeePAQ model's run options, shared by ``deepaq score`` and ``deepaq embed``."""
+    p.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass")
+    p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto")
+    p.add_argument("--window", type=positive_float, default=None,
+                   help="window length in seconds (default: checkpoint's, else 4)")
+    p.add_argument("--hop", type=positive_float, default=None,
+                   help="window hop in seconds, >= window/100 (default: the window)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG, formatter_class=HelpFormatter,
@@ -96,12 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fr: full reference; nmr: degraded vs a clean reference set")
     p.add_argument("--nmr-references", help="nmr: folder of clean references, or a stored "
                                             "centroid/embeddings .npy/.safetensors (no default)")
-    p.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass")
-    p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto")
-    p.add_argument("--window", type=positive_float, default=None,
-                   help="window length in seconds (default: checkpoint's, else 4)")
-    p.add_argument("--hop", type=positive_float, default=None,
-                   help="window hop in seconds, >= window/100 (default: the window)")
+    add_model_options(p)
     p.add_argument("--length-tolerance", type=float, default=0.5,
                    help="max reference/degraded duration difference in seconds that is trimmed")
     p.add_argument("--align-max", type=float, default=0.5,
