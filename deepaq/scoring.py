@@ -788,12 +788,18 @@ def _head_pooled(emb: np.ndarray) -> np.ndarray:
 def load_centroid(path: str | os.PathLike) -> np.ndarray:
     """Read a stored centroid or embedding set (``.npy`` or ``.safetensors``) as ``(D,)``."""
     path = Path(path)
-    if path.suffix == ".npy":
-        arr = np.load(path, allow_pickle=False)
-    else:
-        from safetensors.numpy import load_file
+    try:
+        if path.suffix == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        else:
+            from safetensors.numpy import load_file
 
-        tensors = load_file(str(path))
+            tensors = load_file(str(path))
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # numpy/safetensors say what went wrong, not in which file
+        raise ValueError(f"{path}: not a readable {path.suffix} file ({exc})") from exc
+    if path.suffix != ".npy":
         key = "centroid" if "centroid" in tensors else "embeddings" if "embeddings" in tensors else None
         if key is None:
             raise ValueError(f"{path}: expected a 'centroid' or 'embeddings' tensor, "

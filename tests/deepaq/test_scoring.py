@@ -377,3 +377,13 @@ def test_windowing_limits(model):
         with pytest.raises(ValueError, match=flag):
             make_scorer(model, **kw)
     assert make_scorer(model, hop_s=0.01).hop_s == 0.01  # window/100 is still allowed
+
+
+def test_bad_stored_centroid_names_the_file(tmp_path):
+    from deepaq.scoring import load_centroid
+
+    for name in ("c.npy", "c.safetensors"):
+        (tmp_path / name).write_bytes(b"\x93NUMPY not really")
+        with pytest.raises(ValueError, match="not a readable") as err:
+            load_centroid(tmp_path / name)
+        assert name in str(err.value)
