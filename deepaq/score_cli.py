@@ -467,6 +467,7 @@ def _batch(args: argparse.Namespace) -> int:
         write_jsonl(partial, [done[it["key"]] for it in mine if it["key"] in done])
         progress = JsonlAppender(partial, resume=True)
     rows_in = _score_rows(backend, todo, args) if todo else iter(())
+    backend = None  # only the generator holds it now (with --jobs it lets go before the workers)
     if not args.no_progress and todo:
         from tqdm import tqdm
 
