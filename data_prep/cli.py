@@ -11,15 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-
-def _shard(text: str) -> tuple[int, int]:
-    try:
-        k, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected K/N (e.g. 3/16), got {text!r}") from None
-    if not 1 <= k <= n:
-        raise argparse.ArgumentTypeError(f"shard {text}: need 1 <= K <= N")
-    return k, n
+from deepaq.sharding import parse_shard
 
 
 def _splits(text: str) -> dict[str, float]:
@@ -59,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--labels", choices=["visqol", "none"], default="visqol")
     b.add_argument("-j", "--jobs", type=int, default=1, help="worker processes")
-    b.add_argument("--shard", type=_shard, default=None,
+    b.add_argument("--shard", type=parse_shard, default=None,
                    help="K/N: process every N-th excerpt starting at K (for job arrays); "
                         "writes manifest.shard-K-of-N.jsonl, join with 'merge'")
     b.add_argument("--resume", action="store_true",

@@ -24,11 +24,11 @@ from data_prep.sources import Track, discover
 from data_prep.splits import assign_splits
 from deepaq.audio import (
     AudioError,
+    ac_rms_dbfs,
     apply_channel_policy,
     audio_duration,
     check_audio,
     load_audio,
-    rms_dbfs,
     write_audio,
 )
 from deepaq.manifest import (
@@ -40,6 +40,7 @@ from deepaq.manifest import (
     write_manifest,
 )
 from deepaq.records import JsonlAppender, atomic_write_text, write_jsonl
+from deepaq.sharding import select_shard, shard_tag
 
 SAMPLE_RATE = 48000
 LABEL_DECIMALS = 6
@@ -121,15 +122,6 @@ def plan_excerpts(tracks: list[Track], cfg: CorpusConfig) -> tuple[list[ExcerptP
     return plans, rejects
 
 
-def _shard(plans: list[ExcerptPlan], shard: tuple[int, int] | None) -> list[ExcerptPlan]:
-    if shard is None:
-        return plans
-    k, n = shard
-    if not (1 <= k <= n):
-        raise ValueError(f"shard must be K/N with 1 <= K <= N, got {k}/{n}")
-    return [p for i, p in enumerate(plans) if i % n == k - 1]
-
-
 # -- worker -------------------------------------------------------------------------------------
 
 _WORKER: dict = {}
@@ -184,7 +176,7 @@ def process_excerpt(plan: ExcerptPlan, cfg: CorpusConfig, grid: list, out_dir: s
         return record
     # AC level: a DC offset is no signal (DC-only input passed a plain RMS test, then failed
     # every codec condition's alignment)
-    level = rms_dbfs(x - x.mean(axis=1, keepdims=True, dtype=np.float64))
+    level = ac_rms_dbfs(x)
     if level < cfg.silence_threshold_dbfs:
         record["skip"] = {"key": plan.excerpt_id, "reason": SILENT,
                           "rms_dbfs": None if level == -math.inf else round(level, 2)}
@@ -343,10 +335,6 @@ class BuildResult:
     timing: Counter
 
 
-def _tag(shard: tuple[int, int] | None) -> str:
-    return "" if shard is None else f".shard-{shard[0]}-of-{shard[1]}"
-
-
 def build_corpus(inputs: list[str | os.PathLike], out_dir: str | os.PathLike,
                  config: CorpusConfig | None = None, jobs: int = 1,
                  shard: tuple[int, int] | None = None, resume: bool = False,
@@ -364,8 +352,8 @@ def build_corpus(inputs: list[str | os.PathLike], out_dir: str | os.PathLike,
     plans, rejects = plan_excerpts(tracks, cfg)
     if shard is not None and shard[0] != 1:
         rejects = []  # input-level rejects are reported once, by shard 1
-    mine = _shard(plans, shard)
-    tag = _tag(shard)
+    mine = select_shard(plans, shard)  # the split deepaq score --shard uses too
+    tag = shard_tag(shard)
     saved = resolved_config(cfg, grid, tracks)
     out.mkdir(parents=True, exist_ok=True)  # only once the settings and inputs are known good
 

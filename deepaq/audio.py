@@ -51,6 +51,8 @@ def _read_pyav(path: Path, start: float | None, end: float | None) -> tuple[np.n
             raise AudioError(path, "no audio stream")
         stream = container.streams.audio[0]
         sr = stream.codec_context.sample_rate or stream.rate
+        if not sr:  # FFmpeg probed something, but no decodable audio stream (garbage bytes)
+            raise ValueError("no decodable audio stream (sample rate unknown)")
         layout = stream.codec_context.layout
         resampler = av.AudioResampler(format="fltp", layout=layout, rate=sr)
         for frame in container.decode(stream):
@@ -59,7 +61,7 @@ def _read_pyav(path: Path, start: float | None, end: float | None) -> tuple[np.n
         for out in resampler.resample(None):
             chunks.append(out.to_ndarray())
     if not chunks:
-        return np.zeros((1, 0), np.float32), sr
+        raise ValueError("no audio frames could be decoded")
     data = np.concatenate(chunks, axis=1).astype(np.float32)
     first = round((start or 0.0) * sr)
     last = data.shape[1] if end is None else round(end * sr)
@@ -90,7 +92,8 @@ def read_audio(path: str | os.PathLike, start: float | None = None,
         except Exception as exc:  # noqa: BLE001 - both decoders failing is the error we report
             errors.append(f"{reader.__name__[6:]}: {exc}")
     if data is None:
-        raise AudioError(path, "unreadable or corrupt audio (" + "; ".join(errors) + ")")
+        raise AudioError(path, "cannot be decoded: unreadable or corrupt audio ("
+                               + "; ".join(errors) + ")")
     return check_audio(data, sr, path), sr
 
 
@@ -121,11 +124,28 @@ def rms_dbfs(data: np.ndarray) -> float:
     return -np.inf if rms == 0.0 else 20.0 * np.log10(rms)
 
 
+def ac_rms_dbfs(data: np.ndarray) -> float:
+    """RMS level of the signal minus each channel's mean (its DC offset), in dBFS.
+
+    A constant offset carries no sound: DC-only or near-DC input must count as silent, or two
+    DC files score as a perfect match.
+    """
+    x = np.asarray(data, dtype=np.float64)
+    x = x - x.mean(axis=-1, keepdims=True)
+    return rms_dbfs(x)
+
+
 def check_not_silent(data: np.ndarray, path: str | os.PathLike | None = None,
                      threshold_dbfs: float = -70.0) -> np.ndarray:
-    level = rms_dbfs(data)
+    """Reject audio whose AC level (DC offset removed) is below ``threshold_dbfs``."""
+    level = ac_rms_dbfs(data)
     if level < threshold_dbfs:
-        raise AudioError(path, f"silent or too quiet ({level:.1f} dBFS < {threshold_dbfs} dBFS)")
+        shown = "-inf" if level == -np.inf else f"{level:.1f}"
+        dc = float(np.max(np.abs(np.asarray(data, dtype=np.float64).mean(axis=-1))))
+        if rms_dbfs(data) >= threshold_dbfs:  # loud only because of the offset
+            raise AudioError(path, f"DC offset only, no sound (DC {dc:.3g}, AC level {shown} dBFS "
+                                   f"< {threshold_dbfs:g} dBFS): treated as silent")
+        raise AudioError(path, f"silent or too quiet ({shown} dBFS < {threshold_dbfs:g} dBFS)")
     return data
 
 

@@ -6,8 +6,22 @@ Lightning or the training code.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in ``--help``: argparse's ``(default: X)``, except where the help
+    text already says what the default is (a default of None means "see the help text") and for
+    on/off flags (off unless given)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text or action.nargs == 0
+                or any(action.default is v for v in (None, argparse.SUPPRESS))):
+            return text
+        return super()._get_help_string(action)
 
 #: verb -> ("module:function", one-line help). Each function takes argv and returns an exit code.
 VERBS: dict[str, tuple[str, str]] = {

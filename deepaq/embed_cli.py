@@ -15,20 +15,22 @@ from pathlib import Path
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="deepaq embed",
+    from deepaq.cli import HelpFormatter
+    from deepaq.score_cli import add_model_options
+
+    p = argparse.ArgumentParser(prog="deepaq embed", formatter_class=HelpFormatter,
                                 description="Write DeePAQ embeddings for a folder or manifest.")
     p.add_argument("input", help="folder of audio files (recursive), or a manifest "
                                  "(.jsonl/.csv with a 'path' or 'degraded' column, optional 'key')")
     p.add_argument("--output", "-o", required=True, help="OUT.npy or OUT.safetensors")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     p.add_argument("--column", default=None, help="manifest column holding the audio path "
                                                   "(default: path, else degraded)")
     p.add_argument("--checkpoint", "-c", help="checkpoint folder (default: the shipped one)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--window", type=float, default=None)
-    p.add_argument("--hop", type=float, default=None)
-    p.add_argument("--cache-dir", default=None)
-    p.add_argument("--no-progress", action="store_true")
+    add_model_options(p)
+    p.add_argument("--cache-dir", default=None,
+                   help="store embeddings here (default: memory only)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
@@ -57,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from deepaq.records import write_jsonl
+    from deepaq.score_cli import UsageError, check_device, start_up_error
     from deepaq.scoring import Scorer
 
     out = Path(args.output)
@@ -64,11 +67,23 @@ def main(argv: list[str] | None = None) -> int:
         print("deepaq embed: --output must end in .npy or .safetensors", file=sys.stderr)
         return 2
     try:
-        items = list_inputs(Path(args.input), args.column)
-        scorer = Scorer.from_pretrained(args.checkpoint, device=args.device, window_s=args.window,
-                                        hop_s=args.hop, batch_size=args.batch_size,
-                                        cache_dir=args.cache_dir)
-    except (OSError, ValueError) as exc:
+        if out.exists() and not args.overwrite:
+            raise UsageError(f"--output {out} already exists (use --overwrite to replace it)")
+        try:
+            items = list_inputs(Path(args.input), args.column)
+        except (OSError, ValueError) as exc:
+            raise UsageError(str(exc)) from None
+        if not items:
+            print(f"deepaq embed: warning: {args.input} has 0 rows or audio files: nothing to "
+                  f"embed", file=sys.stderr)
+        check_device(args.device)
+        try:
+            scorer = Scorer.from_pretrained(args.checkpoint, device=args.device,
+                                            window_s=args.window, hop_s=args.hop,
+                                            batch_size=args.batch_size, cache_dir=args.cache_dir)
+        except Exception as exc:  # noqa: BLE001 - a checkpoint that does not load: one line
+            raise start_up_error(exc, args.checkpoint) from None
+    except UsageError as exc:
         print(f"deepaq embed: {exc}", file=sys.stderr)
         return 2
     it = items
@@ -85,21 +100,21 @@ def main(argv: list[str] | None = None) -> int:
             index.append({"key": key, "path": str(path), "row": None, "error": str(exc)})
     dim = vectors[0].shape[0] if vectors else 0
     matrix = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, dim), np.float32)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    if out.suffix == ".npy":
-        with open(tmp, "wb") as f:
-            np.save(f, matrix, allow_pickle=False)
-    else:
-        from safetensors.numpy import save_file
+    from deepaq.records import atomic_path
 
-        tensors = {"embeddings": matrix}
-        if len(matrix):
-            tensors["centroid"] = matrix.mean(axis=0)
-        save_file(tensors, str(tmp), metadata={"checkpoint_id": scorer.checkpoint_id,
-                                               "window_s": str(scorer.window_s),
-                                               "hop_s": str(scorer.hop_s)})
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        if out.suffix == ".npy":
+            with open(tmp, "wb") as f:
+                np.save(f, matrix, allow_pickle=False)
+        else:
+            from safetensors.numpy import save_file
+
+            tensors = {"embeddings": matrix}
+            if len(matrix):
+                tensors["centroid"] = matrix.mean(axis=0)
+            save_file(tensors, str(tmp), metadata={"checkpoint_id": scorer.checkpoint_id,
+                                                   "window_s": str(scorer.window_s),
+                                                   "hop_s": str(scorer.hop_s)})
     index_path = out.with_name(out.name.rsplit(".", 1)[0] + ".index.jsonl")
     write_jsonl(index_path, index)
     failed = sum(1 for r in index if r["error"])

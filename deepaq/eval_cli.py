@@ -22,19 +22,23 @@ import numpy as np
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="deepaq eval",
+    from deepaq.cli import HelpFormatter
+    from deepaq.score_cli import positive_int
+
+    p = argparse.ArgumentParser(prog="deepaq eval", formatter_class=HelpFormatter,
                                 description="Correlate metrics with listening-test MOS.")
     p.add_argument("manifest", help="listening test: key, reference, degraded, mos[, test, condition]")
     p.add_argument("--metrics", "-m", default="deepaq",
                    help="comma-separated: deepaq, deepaq:PATH, registry names, column:NAME[:lower]")
     p.add_argument("--out-dir", "-o", default="eval_out", help="where tables and plots go")
-    p.add_argument("--folds", type=int, default=5, help="k of the k-fold mapping fits")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="for DeePAQ checkpoints")
-    p.add_argument("--batch-size", type=int, default=8, help="for DeePAQ checkpoints")
-    p.add_argument("--no-plots", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--folds", type=positive_int, default=5, help="k of the k-fold mapping fits")
+    p.add_argument("--bootstrap", type=positive_int, default=1000,
+                   help="bootstrap resamples for the CIs")
+    p.add_argument("--seed", type=int, default=0, help="seed of the folds and the bootstrap")
+    p.add_argument("--device", default="auto", help="for DeePAQ checkpoints: cpu | cuda | auto")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="for DeePAQ checkpoints")
+    p.add_argument("--no-plots", action="store_true", help="no scatter plots")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
@@ -101,9 +105,20 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"deepaq eval: {exc}", file=sys.stderr)
         return 2
-    missing = [c for c in ("degraded", "mos") if rows and c not in rows[0]]
-    if not rows or missing:
-        print(f"deepaq eval: {manifest}: empty or missing columns {missing}", file=sys.stderr)
+    if not rows:
+        print(f"deepaq eval: {manifest} has 0 rows (only a header?): nothing to evaluate",
+              file=sys.stderr)
+        return 2
+    missing = [c for c in ("degraded", "mos") if c not in rows[0]]
+    if missing:
+        print(f"deepaq eval: {manifest}: missing columns {missing}", file=sys.stderr)
+        return 2
+    from deepaq.score_cli import UsageError, check_device
+
+    try:
+        check_device(args.device)
+    except UsageError as exc:
+        print(f"deepaq eval: {exc}", file=sys.stderr)
         return 2
     scores: dict[str, np.ndarray] = {}
     higher: dict[str, bool] = {}
@@ -112,8 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             name, values, hib, fails = metric_scores(spec, rows, manifest.parent, args.device,
                                                      args.batch_size, not args.no_progress)
-        except (ImportError, FileNotFoundError, KeyError, ValueError) as exc:
-            print(f"deepaq eval: metric {spec!r} unavailable: {exc}", file=sys.stderr)
+        except Exception as exc:  # noqa: BLE001 - a metric that cannot start: one line, exit 2
+            from deepaq.score_cli import _error_text
+
+            text = exc.args[0] if isinstance(exc, KeyError) and exc.args else _error_text(exc)
+            print(f"deepaq eval: --metrics {spec}: unavailable ({text})", file=sys.stderr)
             return 2
         scores[name], higher[name] = values, hib
         failed += fails

@@ -29,7 +29,8 @@ Policies (also in the README):
   (WAV/FLAC/OGG/AIFF) are never decoded whole: windows are read, resampled and embedded block by
   block, so a one-hour file costs a few windows of memory. Compressed formats decoded by FFmpeg are
   decoded whole (mono float32 at the model rate).
-- **Silence**: a file quieter than -70 dBFS is rejected (no quality judgement is possible).
+- **Silence**: a file whose AC level (DC offset removed) is below -70 dBFS is rejected (no quality
+  judgement is possible; two DC-only files would otherwise score as a perfect match).
 - **NMR mode** (non-matching reference): the degraded file is compared with the centroid (mean) of
   the time-pooled embeddings of a set of clean references; the distance is the mean over the
   degraded file's windows of the Euclidean distance of each window's pooled embedding to that
@@ -73,6 +74,8 @@ from deepaq.backbones import file_sha256
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "deepaq-small"
 DEFAULT_WINDOW_S = 4.0
 SILENCE_DBFS = -70.0
+MIN_WINDOW_S = 0.1
+MAX_OVERLAP = 100  # hop >= window / MAX_OVERLAP: each sample is in at most 100 windows
 _STREAM_MARGIN_S = 0.01  # extra native audio around a streamed window so resampling edges are clean
 _HEAD_CONFIG = "mos_head.yaml"  # = deepaq.heads.HEAD_CONFIG, checked before importing the module
 
@@ -113,6 +116,19 @@ def resolve_device(device: str = "auto") -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {device!r} requested but CUDA is not available")
     return device
+
+
+def check_windowing(window_s: float, hop_s: float) -> None:
+    """Refuse windowing that cannot work or only multiplies the work: a window under
+    ``MIN_WINDOW_S`` or a hop under ``window / MAX_OVERLAP`` (a 0.1 ms hop embedded every window
+    tens of thousands of times and ran out of memory)."""
+    if not (math.isfinite(window_s) and window_s >= MIN_WINDOW_S):
+        raise ValueError(f"--window/window_s {window_s:g} s: must be >= {MIN_WINDOW_S:g} s")
+    if not (math.isfinite(hop_s) and hop_s > 0):
+        raise ValueError(f"--hop/hop_s {hop_s:g} s: must be > 0")
+    if hop_s < window_s / MAX_OVERLAP:
+        raise ValueError(f"--hop/hop_s {hop_s:g} s: must be >= window/{MAX_OVERLAP} = "
+                         f"{window_s / MAX_OVERLAP:g} s (more overlap only repeats the work)")
 
 
 def window_starts(num_samples: int, window: int, hop: int) -> list[int]:
@@ -184,7 +200,7 @@ class _FileSource(_Source):
             self.streamed = self.info.duration > stream_threshold_s
         else:
             self.ensure_loaded()
-        self._sumsq = 0.0
+        self._sum = self._sumsq = 0.0
         self._count = 0
 
     def ensure_loaded(self) -> None:
@@ -222,18 +238,22 @@ class _FileSource(_Source):
         mono = resample(apply_channel_policy(block, "mono", self.path), sr, self.rate)[0]
         offset = round(start - a * self.rate / sr)
         out = _fit_length(mono[max(offset, 0):], stop - start)
+        self._sum += float(np.sum(out, dtype=np.float64))
         self._sumsq += float(np.sum(np.square(out, dtype=np.float64)))
         self._count += out.shape[0]
         return out
 
     def check_level(self) -> None:
-        """For streamed files: silence is only known after the windows were read."""
+        """For streamed files: silence is only known after the windows were read (the AC level:
+        the mean removed, as :func:`deepaq.audio.check_not_silent` does)."""
         if self.streamed and self._count:
-            rms = math.sqrt(self._sumsq / self._count)
+            mean = self._sum / self._count
+            rms = math.sqrt(max(self._sumsq / self._count - mean * mean, 0.0))
             level = -math.inf if rms == 0 else 20 * math.log10(rms)
             if level < SILENCE_DBFS:
-                raise AudioError(self.path, f"silent or too quiet ({level:.1f} dBFS < "
-                                            f"{SILENCE_DBFS} dBFS)")
+                what = "DC offset only, no sound" if abs(mean) > 10 ** (SILENCE_DBFS / 20) \
+                    else "silent or too quiet"
+                raise AudioError(self.path, f"{what} ({level:.1f} dBFS < {SILENCE_DBFS:g} dBFS)")
 
 
 class _ShiftedSource(_Source):
@@ -306,8 +326,7 @@ class Scorer:
         window_s = window_s or self.metadata.get("window_seconds") or DEFAULT_WINDOW_S
         self.window_s = float(window_s)
         self.hop_s = float(hop_s or window_s)
-        if self.window_s <= 0 or self.hop_s <= 0:
-            raise ValueError("window and hop must be positive")
+        check_windowing(self.window_s, self.hop_s)
         self.batch_size = max(1, int(batch_size))
         self.length_tolerance_s = float(length_tolerance_s)
         self.align_max_s, self.align_probe_s = float(align_max_s), float(align_probe_s)
@@ -769,12 +788,18 @@ def _head_pooled(emb: np.ndarray) -> np.ndarray:
 def load_centroid(path: str | os.PathLike) -> np.ndarray:
     """Read a stored centroid or embedding set (``.npy`` or ``.safetensors``) as ``(D,)``."""
     path = Path(path)
-    if path.suffix == ".npy":
-        arr = np.load(path, allow_pickle=False)
-    else:
-        from safetensors.numpy import load_file
+    try:
+        if path.suffix == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        else:
+            from safetensors.numpy import load_file
 
-        tensors = load_file(str(path))
+            tensors = load_file(str(path))
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # numpy/safetensors say what went wrong, not in which file
+        raise ValueError(f"{path}: not a readable {path.suffix} file ({exc})") from exc
+    if path.suffix != ".npy":
         key = "centroid" if "centroid" in tensors else "embeddings" if "embeddings" in tensors else None
         if key is None:
             raise ValueError(f"{path}: expected a 'centroid' or 'embeddings' tensor, "

@@ -94,3 +94,24 @@ def test_write_audio_is_atomic(tmp_path, music_clip, monkeypatch):
         write_audio(target, music_clip("sopr", 0.5), 48000)
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["out.flac"]
+
+
+def test_dc_only_and_near_dc_count_as_silent(music_clip):
+    rng = np.random.default_rng(0)
+    for offset in (0.5, -0.02):
+        near_dc = offset + 1e-5 * rng.standard_normal((2, 48000))  # AC at about -100 dBFS
+        with pytest.raises(AudioError, match="DC offset only") as err:
+            check_not_silent(near_dc, "dc.wav")
+        assert "dc.wav" in str(err.value)
+    x = music_clip("guitar", 1.0)
+    assert check_not_silent(x + 0.3, "offset.wav") is not None  # music on an offset is sound
+    with pytest.raises(AudioError, match="silent or too quiet"):
+        check_not_silent(1e-5 * x, "quiet.wav")  # quiet without an offset: the old reason
+
+
+def test_garbage_bytes_cannot_be_decoded(tmp_path):
+    p = tmp_path / "noise.flac"
+    p.write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    with pytest.raises(AudioError, match="cannot be decoded") as err:
+        read_audio(p)
+    assert "sample rate 0" not in str(err.value)

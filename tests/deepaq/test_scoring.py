@@ -357,3 +357,33 @@ def test_a_delayed_degraded_file_is_aligned_before_comparison(music_clip, mp3_co
     arr = s.score(ref, late, sample_rate=48000)
     assert arr.lag_samples == delay and arr.distance == pytest.approx(aligned.distance, rel=1e-6)
     assert make_scorer(model, align_max_s=0.01).score(ref, late, sample_rate=48000).lag_samples != delay
+
+
+def test_dc_inputs_are_rejected_in_memory_and_streamed(model, tmp_path):
+    rng = np.random.default_rng(1)
+    dc = (0.3 + 1e-5 * rng.standard_normal((2, 96000))).astype(np.float32)
+    s = make_scorer(model)
+    with pytest.raises(AudioError, match="DC offset only"):
+        s.score(dc, dc, sample_rate=48000)
+    sf.write(tmp_path / "dc.wav", dc.T, 48000, subtype="FLOAT")
+    for scorer in (s, make_scorer(model, stream_threshold_s=1.0)):  # whole file, then streamed
+        with pytest.raises(AudioError, match="DC offset only"):
+            scorer.score(tmp_path / "dc.wav", tmp_path / "dc.wav")
+
+
+def test_windowing_limits(model):
+    for kw, flag in [({"hop_s": 0.0001}, "--hop"), ({"window_s": 0.01}, "--window"),
+                     ({"hop_s": -1.0}, "--hop")]:
+        with pytest.raises(ValueError, match=flag):
+            make_scorer(model, **kw)
+    assert make_scorer(model, hop_s=0.01).hop_s == 0.01  # window/100 is still allowed
+
+
+def test_bad_stored_centroid_names_the_file(tmp_path):
+    from deepaq.scoring import load_centroid
+
+    for name in ("c.npy", "c.safetensors"):
+        (tmp_path / name).write_bytes(b"\x93NUMPY not really")
+        with pytest.raises(ValueError, match="not a readable") as err:
+            load_centroid(tmp_path / name)
+        assert name in str(err.value)
