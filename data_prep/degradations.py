@@ -55,6 +55,7 @@ class Degraded:
 
     audio: np.ndarray
     measures: dict = field(default_factory=dict)
+    clipped: int = 0  # samples that ``limit`` clipped (the measures describe the clipped audio)
 
 
 @dataclass(frozen=True)
@@ -81,9 +82,11 @@ class Degradation:
         return self.apply(audio, sr, level, rng, **kwargs).audio
 
     def apply(self, audio: np.ndarray, sr: int, level: float, rng: np.random.Generator,
-              others: np.ndarray | list[np.ndarray] | None = None, **options) -> Degraded:
+              others: np.ndarray | list[np.ndarray] | None = None, limit: float | None = None,
+              **options) -> Degraded:
         """Degrade ``audio`` (C, N); separation kinds also need ``others`` (one (C, N) array or a
-        list of them: the interferers) and take their ``options`` (e.g. ``mask=``)."""
+        list of them: the interferers) and take their ``options`` (e.g. ``mask=``). ``limit``
+        clips the output to +-limit before measuring (as a fixed-point file will store it)."""
         x = _as_clip(self.name, audio)
         if self.needs_others:
             if others is None:
@@ -91,7 +94,8 @@ class Degradation:
                                  "recording)")
             others = [_as_clip(self.name, o, x.shape) for o in
                       (others if isinstance(others, (list, tuple)) else [others])]
-            out, measures = self.fn(x, others, int(sr), float(level), rng, **options)
+            out, measures = self.fn(x, others, int(sr), float(level), rng, limit=limit,
+                                    **options)
         else:
             if others is not None or options:
                 raise ValueError(f"{self.name}: takes no others= or options "
@@ -100,9 +104,17 @@ class Degradation:
         out = np.asarray(out, dtype=np.float32)
         if out.shape != x.shape:
             raise ValueError(f"{self.name}: changed the shape {x.shape} -> {out.shape}")
+        clipped = 0 if limit is None else int(np.count_nonzero(np.abs(out) > limit))
+        if clipped:
+            out = np.clip(out, -limit, limit)
         if measures is None:
             measures = self.measure(x, out, int(sr), float(level)) if self.measure else {}
-        return Degraded(out, dict(measures))
+        return Degraded(out, dict(measures), clipped)
+
+
+def level_tag(level: float) -> str:
+    """A level as a file-name fragment: ``-6`` -> ``m6``, ``0.25`` -> ``0p25``."""
+    return f"{level:g}".replace("-", "m").replace(".", "p")
 
 
 def _as_clip(name: str, audio: np.ndarray, shape: tuple | None = None) -> np.ndarray:

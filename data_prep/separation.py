@@ -133,13 +133,18 @@ def masked_mix(target: np.ndarray, others: list[np.ndarray], sr: int, strength: 
     return istft(m * mix_spec, sr, target.shape[1])
 
 
+def _limit(out: np.ndarray, limit: float | None) -> np.ndarray:
+    """Clip before measuring, so that the measures describe the stored audio."""
+    return out if limit is None else np.clip(out, -limit, limit)
+
+
 @register_degradation("interference", unit="dB SIR", higher_is_better=True, jnd=2.0,
                       kind="separation")
 def interference(target: np.ndarray, others: list[np.ndarray], sr: int, level: float,
-                 rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+                 rng: np.random.Generator, limit: float | None = None) -> tuple[np.ndarray, dict]:
     """The target plus the other stems at ``level`` dB SIR (leakage, no artefacts)."""
     scaled = scale_others(target, others, level)
-    out = target + np.sum(scaled, axis=0)
+    out = _limit(target + np.sum(scaled, axis=0), limit)
     return out, bss_eval_gain(out, target, scaled)
 
 
@@ -147,10 +152,11 @@ def interference(target: np.ndarray, others: list[np.ndarray], sr: int, level: f
                       kind="separation")
 def artefacts(target: np.ndarray, others: list[np.ndarray], sr: int, level: float,
               rng: np.random.Generator, mask: str = "noisy",
-              input_sir_db: float | None = None) -> tuple[np.ndarray, dict]:
+              input_sir_db: float | None = None,
+              limit: float | None = None) -> tuple[np.ndarray, dict]:
     """The mix through the target's oracle mask corrupted with strength ``level`` in [0, 1]."""
     scaled = scale_others(target, others, input_sir_db)
-    out = masked_mix(target, scaled, sr, level, rng, mask)
+    out = _limit(masked_mix(target, scaled, sr, level, rng, mask), limit)
     return out, {**bss_eval_gain(out, target, scaled), "mask_type": mask}
 
 
@@ -159,12 +165,13 @@ def artefacts(target: np.ndarray, others: list[np.ndarray], sr: int, level: floa
 def interference_artefacts(target: np.ndarray, others: list[np.ndarray], sr: int, level: float,
                            rng: np.random.Generator, mask: str = "noisy",
                            input_sir_db: float | None = None,
-                           max_floor: float = 0.5) -> tuple[np.ndarray, dict]:
+                           max_floor: float = 0.5,
+                           limit: float | None = None) -> tuple[np.ndarray, dict]:
     """As ``artefacts``, with a mask floor of ``level * max_floor`` that lets the others leak."""
     if not 0.0 <= max_floor < 1.0:
         raise ValueError(f"max_floor must be in [0, 1), got {max_floor:g}")
     scaled = scale_others(target, others, input_sir_db)
-    out = masked_mix(target, scaled, sr, level, rng, mask, floor=level * max_floor)
+    out = _limit(masked_mix(target, scaled, sr, level, rng, mask, floor=level * max_floor), limit)
     return out, {**bss_eval_gain(out, target, scaled), "mask_type": mask}
 
 
