@@ -187,11 +187,12 @@ def measure_snr(clean: np.ndarray, degraded: np.ndarray, sr: int, level: float) 
 
 
 def cutoff_hz(clean: np.ndarray, degraded: np.ndarray, sr: int, drop_db: float = 6.0,
-              floor_db: float = 100.0, nperseg: int = 8192) -> float:
+              floor_db: float = 80.0, nperseg: int = 8192) -> float:
     """The lowest frequency (above 100 Hz) where the degraded clip's power spectrum falls
     ``drop_db`` below the clean one's: the band limit a listener gets, measured from the audio
-    rather than taken from the filter design. Bins where the clean clip has no energy (more than
-    ``floor_db`` below its spectral peak) are ignored. Returns sr / 2 when nothing is cut."""
+    rather than taken from the filter design. Bins where the clean clip has next to no energy
+    (more than ``floor_db`` below its spectral peak, where a resampler's own noise floor would
+    decide) are ignored. Returns sr / 2 when nothing is cut."""
     from scipy.signal import welch
 
     _, p_clean = welch(clean.astype(np.float64), fs=sr, nperseg=nperseg, axis=-1)

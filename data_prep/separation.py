@@ -93,7 +93,8 @@ def bss_eval_gain(estimate: np.ndarray, target: np.ndarray,
     """SDR, SIR and SAR (dB) as BSS-Eval defines them, with a gain as the allowed distortion
     (a 1-tap filter, as SI-SDR): the estimate is split into its projection on the target
     (``s_target``), the rest of its projection on the span of all sources (``e_interf``) and what
-    lies outside that span (``e_artif``). All channels count as one signal."""
+    lies outside that span (``e_artif``). All channels count as one signal; a part more than
+    150 dB down is float rounding, reported as absent (+inf dB)."""
     e = estimate.astype(np.float64).ravel()
     s = target.astype(np.float64).ravel()
     basis = np.stack([s] + [o.astype(np.float64).ravel() for o in others])
@@ -102,9 +103,14 @@ def bss_eval_gain(estimate: np.ndarray, target: np.ndarray,
     p_all = coef @ basis
     e_interf, e_artif = p_all - s_target, e - p_all
     pt = float(s_target @ s_target)
-    return {"sdr_db": round(ratio_db(pt, float((e_interf + e_artif) @ (e_interf + e_artif))), 3),
-            "sir_db": round(ratio_db(pt, float(e_interf @ e_interf)), 3),
-            "sar_db": round(ratio_db(float(p_all @ p_all), float(e_artif @ e_artif)), 3)}
+
+    def ratio(num: float, den: float) -> float:
+        # a part 150 dB down is numerical noise (float32 audio): report it as absent
+        return ratio_db(num, den if den > num * 1e-15 else 0.0)
+
+    return {"sdr_db": round(ratio(pt, float((e_interf + e_artif) @ (e_interf + e_artif))), 3),
+            "sir_db": round(ratio(pt, float(e_interf @ e_interf)), 3),
+            "sar_db": round(ratio(float(p_all @ p_all), float(e_artif @ e_artif)), 3)}
 
 
 # -- the families ---------------------------------------------------------------------------------

@@ -160,3 +160,98 @@ def test_resample_round_trip_is_close(music_clip):
     a, b = sosfiltfilt(sos, x, axis=-1), sosfiltfilt(sos, d.audio, axis=-1)
     err = 10 * np.log10(np.mean((a - b) ** 2) / np.mean(a ** 2))
     assert err < -60, err
+
+
+# -- a corpus with families ---------------------------------------------------------------------
+
+def _render_with_stems(out):
+    render = pytest.importorskip("data_prep.render")
+    pytest.importorskip("music21")
+    import shutil
+
+    if shutil.which("fluidsynth") is None or not render.SOUNDFONT.is_file():
+        pytest.skip("fluidsynth or the FluidR3 GM soundfont is missing")
+    assert render.main([str(out), "--works", "bach/bwv66.6", "--max-seconds", "3", "--seed", "3",
+                        "--stems", "-q"]) == 0
+    return out / "index.jsonl"
+
+
+def test_build_writes_family_rows_without_labels(tmp_path, music_clip):
+    """deepaq-prep build with a degradations: section and --labels none: every family's ladder,
+    separation from the rendered stems (reference: the target stem), measured fields filled."""
+    import yaml
+
+    from data_prep.cli import main
+    from deepaq.audio import read_audio, write_audio
+    from deepaq.manifest import FIELDS, read_manifest
+
+    index = _render_with_stems(tmp_path / "render")
+    write_audio(tmp_path / "guitar.wav", music_clip(seconds=3.0), SR)   # a recording, no stems
+    grid = {"codecs": {"opus": {"encoder": "libopus", "container": "ogg", "sample_rate": 48000,
+                                "bitrates_kbps": [64], "options": {"vbr": "constrained"}}},
+            "degradations": {"noise_pink": {"levels": [10, 30]}, "lowpass": {"levels": [4000]},
+                             "interference": {"levels": [0, 12]},
+                             "artefacts": {"levels": [0.3, 0.9], "masks": ["binary"]},
+                             "gain": {"levels": [-6]}, "delay": {"levels": [2]}}}
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid))
+    out = tmp_path / "corpus"
+    code = main(["build", str(index), str(tmp_path / "guitar.wav"), "-o", str(out),
+                 "--grid", str(tmp_path / "grid.yaml"), "--excerpt-seconds", "3",
+                 "--labels", "none", "-q"])
+    assert code == 0
+    rows = read_manifest(out / "manifest.jsonl")
+    assert all(list(r) == list(FIELDS) for r in rows)
+    by = {}
+    for r in rows:
+        by.setdefault(r["track_id"], {})[r["condition"]] = r
+    bach, guitar = by["bach_bwv66.6"], by["guitar"]
+    # the recording without stems gets every family but the separation ones
+    assert set(guitar) == {"clean", "opus_064", "noise_pink_10", "noise_pink_30",
+                           "lowpass_4000", "gain_m6", "delay_2"}
+    assert set(bach) == set(guitar) | {"interference_0", "interference_12", "artefacts_0p3",
+                                       "artefacts_0p9"}
+    assert guitar["opus_064"]["family"] == "opus" and guitar["opus_064"]["level_unit"] == "kbps"
+    assert guitar["clean"]["family"] is None and guitar["clean"]["level"] is None
+    for tr in (bach, guitar):
+        assert all(np.isnan(r["visqol"]) for r in tr.values())   # null, read as NaN
+        n10, n30 = tr["noise_pink_10"], tr["noise_pink_30"]
+        assert (n10["family"], n10["level"], n10["level_unit"], n10["level_higher_is_better"],
+                n10["invariance"]) == ("noise_pink", 10.0, "dB SNR", True, False)
+        assert n10["snr_db"] == pytest.approx(10, abs=0.05)
+        assert n30["snr_db"] == pytest.approx(30, abs=0.05)
+        assert tr["lowpass_4000"]["cutoff_hz"] == pytest.approx(4000, rel=0.01)
+        assert tr["gain_m6"]["invariance"] and tr["gain_m6"]["level_higher_is_better"] is None
+        x, _ = read_audio(out / tr["clean"]["path"])
+        y, _ = read_audio(out / tr["delay_2"]["path"])
+        np.testing.assert_array_equal(y[:, 96:], x[:, :-96])        # 2 ms = 96 samples, exact
+    i0, i12 = bach["interference_0"], bach["interference_12"]
+    assert i0["reference"] == i12["reference"] != bach["clean"]["path"]   # the target stem
+    assert i0["target_stem"].endswith(".flac") and "stems" in i0["target_stem"]
+    # measured on the stored files' values: 24-bit FLAC and the stems' own correlation aside,
+    # the SIR is the one asked for
+    assert i0["sir_db"] == pytest.approx(0, abs=0.5) and i12["sir_db"] == pytest.approx(12, abs=0.5)
+    a3, a9 = bach["artefacts_0p3"], bach["artefacts_0p9"]
+    assert a3["mask_type"] == a9["mask_type"] == "binary"
+    assert a3["sdr_db"] > a9["sdr_db"] and a3["sar_db"] > a9["sar_db"]
+    target, _ = read_audio(out / a3["reference"])
+    stem = read_audio(a3["target_stem"])[0][:, :target.shape[1]]
+    np.testing.assert_allclose(target, stem, atol=2.0 ** -23)
+
+
+def test_grid_section_is_checked_and_clipped_invariances_left_out(music_clip):
+    from data_prep.families import family_items, load_families
+
+    specs = load_families({"degradations": {"gain": {"levels": [-6, 20]},
+                                            "noise_white": {"levels": [-10]}}})
+    x = music_clip()
+    items = {it["condition"]: it for it in family_items(x, SR, specs, "ex", seed=0)}
+    assert "audio" in items["gain_m6"]
+    assert "would clip" in items["gain_20"]["error"]           # +20 dB is not transparent
+    noisy = items["noise_white_m10"]                           # a family may clip: as stored
+    assert np.abs(noisy["audio"]).max() <= 1.0 and noisy["snr_db"] < -9.0
+    for bad, msg in [({"gain": {}}, "levels"), ({"nope": {"levels": [1]}}, "unknown degradation"),
+                     ({"gain": {"levels": [1], "masks": ["noisy"]}}, "masks"),
+                     ({"artefacts": {"levels": [0.5], "masks": ["bad"]}}, "unknown masks"),
+                     ({"lowpass": {"levels": [1000], "order": 4}}, "unknown options")]:
+        with pytest.raises(ValueError, match=msg):
+            load_families({"degradations": bad})
