@@ -164,6 +164,16 @@ def available(kind: str | None = None) -> list[str]:
     return sorted(n for n, d in _REGISTRY.items() if kind is None or d.kind == kind)
 
 
+def ladder(name: str, audio: np.ndarray, sr: int, levels: list[float], seed: int = 0,
+           others: np.ndarray | list[np.ndarray] | None = None, limit: float | None = None,
+           **options) -> list[Degraded]:
+    """``audio`` degraded by ``name`` at each of ``levels`` (seeded per level), e.g. for a sanity
+    check of a metric: ``ladder("interference", song, 48000, [0, 6, 12], others=other_song)``."""
+    deg = get_degradation(name)
+    return [deg.apply(audio, sr, lv, np.random.default_rng([seed, k]), others=others,
+                      limit=limit, **options) for k, lv in enumerate(levels)]
+
+
 # -- measurements ---------------------------------------------------------------------------------
 
 def power(x: np.ndarray) -> float:

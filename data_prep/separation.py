@@ -11,8 +11,9 @@ on codecs confuses them. With the stems of a mix, both can be made at a known le
   :data:`MASK_TYPES`: ``noisy`` (random errors per bin: musical noise), ``smoothed`` (blurred over
   time and frequency: smearing, leakage), ``binary`` (the ideal binary mask with ever more random
   holes) or ``suppress`` (low-level bins gated off ever higher: over-suppression, dull and holed);
-- ``interference+artefacts``: the same corrupted mask with a floor that rises with ``level``
-  (``floor = level * max_floor``), so interference leaks in while the artefacts grow.
+- ``interference+artefacts``: the ``artefacts`` estimate plus the others leaking in with a gain
+  of ``level * max_leak`` (0.5: at full strength the others come through at -6 dB of their
+  level in the mix), so interference and artefacts grow together.
 
 Each returns the estimate and its BSS-Eval-style SDR/SIR/SAR (:func:`bss_eval_gain`), computed
 from the known components. ``others`` are the other stems; on a recording without stems, pass any
@@ -129,13 +130,12 @@ def scale_others(target: np.ndarray, others: list[np.ndarray],
 
 
 def masked_mix(target: np.ndarray, others: list[np.ndarray], sr: int, strength: float,
-               rng: np.random.Generator, mask: str, floor: float = 0.0) -> np.ndarray:
-    """The mix through the target's oracle mask corrupted with ``strength``, floored at ``floor``."""
+               rng: np.random.Generator, mask: str) -> np.ndarray:
+    """The mix through the target's oracle mask corrupted with ``strength``."""
     interference = np.sum(others, axis=0)
     t_spec, i_spec = stft(target, sr), stft(interference, sr)
     mix_spec = t_spec + i_spec
     m = corrupt_mask(oracle_mask(t_spec, i_spec), mask, strength, rng, np.abs(mix_spec))
-    m = floor + (1.0 - floor) * m
     return istft(m * mix_spec, sr, target.shape[1])
 
 
@@ -171,13 +171,14 @@ def artefacts(target: np.ndarray, others: list[np.ndarray], sr: int, level: floa
 def interference_artefacts(target: np.ndarray, others: list[np.ndarray], sr: int, level: float,
                            rng: np.random.Generator, mask: str = "noisy",
                            input_sir_db: float | None = None,
-                           max_floor: float = 0.5,
+                           max_leak: float = 0.5,
                            limit: float | None = None) -> tuple[np.ndarray, dict]:
-    """As ``artefacts``, with a mask floor of ``level * max_floor`` that lets the others leak."""
-    if not 0.0 <= max_floor < 1.0:
-        raise ValueError(f"max_floor must be in [0, 1), got {max_floor:g}")
+    """As ``artefacts``, plus the others leaking in with the gain ``level * max_leak``."""
+    if not 0.0 <= max_leak < 1.0:
+        raise ValueError(f"max_leak must be in [0, 1), got {max_leak:g}")
     scaled = scale_others(target, others, input_sir_db)
-    out = _limit(masked_mix(target, scaled, sr, level, rng, mask, floor=level * max_floor), limit)
+    leak = level * max_leak * np.sum(scaled, axis=0)
+    out = _limit(masked_mix(target, scaled, sr, level, rng, mask) + leak, limit)
     return out, {**bss_eval_gain(out, target, scaled), "mask_type": mask}
 
 

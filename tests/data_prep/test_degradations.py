@@ -13,6 +13,7 @@ from data_prep.degradations import (
     cutoff_hz,
     delay_samples,
     get_degradation,
+    ladder,
     power,
     register_degradation,
 )
@@ -105,10 +106,11 @@ def test_artefacts_ladder_is_ordered(music_clip, mask):
         assert sar[0] - sar[-1] > 3.0, sar
 
 
-def test_interference_plus_artefacts_ladder_is_ordered(music_clip):
+@pytest.mark.parametrize("mask", MASK_TYPES)
+def test_interference_plus_artefacts_ladder_is_ordered(music_clip, mask):
     target, other = music_clip("guitar"), music_clip("sopr")
-    ms = [apply("interference+artefacts", target, lv, others=other, mask="noisy").measures
-          for lv in (0.0, 1 / 3, 2 / 3, 1.0)]
+    ms = [d.measures for d in ladder("interference+artefacts", target, SR, [0.0, 0.5, 1.0],
+                                      others=other, mask=mask)]
     for k in ("sdr_db", "sir_db"):
         v = [m[k] for m in ms]
         assert all(a > b for a, b in pairwise(v)), (k, v)
