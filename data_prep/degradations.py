@@ -197,12 +197,13 @@ def measure_snr(clean: np.ndarray, degraded: np.ndarray, sr: int, level: float) 
 
 
 def cutoff_hz(clean: np.ndarray, degraded: np.ndarray, sr: int, drop_db: float = 6.0,
-              floor_db: float = 80.0, nperseg: int = 8192) -> float:
+              floor_db: float = 80.0, nperseg: int = 8192) -> float | None:
     """The lowest frequency (above 100 Hz) where the degraded clip's power spectrum falls
     ``drop_db`` below the clean one's: the band limit a listener gets, measured from the audio
     rather than taken from the filter design. Bins where the clean clip has next to no energy
     (more than ``floor_db`` below its spectral peak, where a resampler's own noise floor would
-    decide) are ignored. Returns sr / 2 when nothing is cut."""
+    decide) are ignored. Returns sr / 2 when nothing is cut, None when nothing is cut but the
+    clip has no content near Nyquist (a cut above its content cannot be measured)."""
     from scipy.signal import welch
 
     _, p_clean = welch(clean.astype(np.float64), fs=sr, nperseg=nperseg, axis=-1)
@@ -213,7 +214,9 @@ def cutoff_hz(clean: np.ndarray, degraded: np.ndarray, sr: int, drop_db: float =
     drop = 10 * np.log10(np.maximum(p_deg[usable], 1e-300) / p_clean[usable])
     below = np.flatnonzero(drop < -drop_db)
     if below.size == 0:
-        return float(sr / 2)
+        # nothing cut where the clip has content; if that content ends well below Nyquist, a
+        # cut above it could not be seen: unknown
+        return float(sr / 2) if f.size and f[-1] >= 0.9 * sr / 2 else None
     k = int(below[0])
     if k == 0:
         return float(f[0])
@@ -223,7 +226,8 @@ def cutoff_hz(clean: np.ndarray, degraded: np.ndarray, sr: int, drop_db: float =
 
 
 def measure_cutoff(clean: np.ndarray, degraded: np.ndarray, sr: int, level: float) -> dict:
-    return {"cutoff_hz": round(cutoff_hz(clean, degraded, sr), 1)}
+    f = cutoff_hz(clean, degraded, sr)
+    return {"cutoff_hz": None if f is None else round(f, 1)}
 
 
 # -- noise ---------------------------------------------------------------------------------------
