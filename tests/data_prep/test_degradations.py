@@ -185,7 +185,7 @@ def test_build_writes_family_rows_without_labels(tmp_path, music_clip):
 
     from data_prep.cli import main
     from deepaq.audio import read_audio, write_audio
-    from deepaq.manifest import FIELDS, read_manifest
+    from deepaq.manifest import FIELDS, read_manifest, to_pairs
 
     index = _render_with_stems(tmp_path / "render")
     write_audio(tmp_path / "guitar.wav", music_clip(seconds=3.0), SR)   # a recording, no stems
@@ -235,6 +235,9 @@ def test_build_writes_family_rows_without_labels(tmp_path, music_clip):
     a3, a9 = bach["artefacts_0p3"], bach["artefacts_0p9"]
     assert a3["mask_type"] == a9["mask_type"] == "binary"
     assert a3["sdr_db"] > a9["sdr_db"] and a3["sar_db"] > a9["sar_db"]
+    pairs = {p["condition"]: p for p in to_pairs(list(bach.values()), out)}
+    assert "clean" not in pairs and pairs["artefacts_0p3"]["reference"].endswith("target.flac")
+    assert pairs["noise_pink_10"]["reference"].endswith("clean.flac")
     target, _ = read_audio(out / a3["reference"])
     stem = read_audio(a3["target_stem"])[0][:, :target.shape[1]]
     np.testing.assert_allclose(target, stem, atol=2.0 ** -23)
