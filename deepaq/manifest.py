@@ -100,8 +100,8 @@ def _order(row: dict) -> tuple:
 
 
 def sort_rows(rows: list[dict]) -> list[dict]:
-    """Canonical order: by excerpt, then clean first, then codec name and bitrate, then family
-    and level (the key breaks any tie)."""
+    """Canonical order: by excerpt, clean first, then by codec name (family rows have none, so
+    they come first) and family name, then bitrate or level (the key breaks any tie)."""
     return sorted(rows, key=_order)
 
 

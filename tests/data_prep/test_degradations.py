@@ -267,3 +267,32 @@ def test_grid_section_is_checked_and_clipped_invariances_left_out(music_clip):
                      ({"lowpass": {"levels": [1000], "order": 4}}, "unknown options")]:
         with pytest.raises(ValueError, match=msg):
             load_families({"degradations": bad})
+
+
+def test_manifests_from_before_the_family_fields_read_as_codec_families(tmp_path):
+    import json
+
+    from deepaq.manifest import CORE_FIELDS, FIELDS, make_row, read_manifest, sort_rows
+
+    base = dict.fromkeys(CORE_FIELDS) | {"excerpt_id": "t__00000000", "split": "train"}
+    old = [base | {"key": "t__00000000__opus_032", "condition": "opus_032", "codec": "opus",
+                   "bitrate_requested_kbps": 32.0, "bitrate_label": 33.1},
+           base | {"key": "t__00000000__clean", "condition": "clean",
+                   "bitrate_requested_kbps": "inf", "bitrate_label": "inf"}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old))
+    rows = {r["condition"]: r for r in read_manifest(tmp_path / "m.jsonl")}
+    assert set(rows["opus_032"]) == set(FIELDS)
+    assert (rows["opus_032"]["family"], rows["opus_032"]["level"],
+            rows["opus_032"]["level_higher_is_better"]) == ("opus", 33.1, True)
+    assert rows["clean"]["family"] is None and rows["clean"]["invariance"] is None
+    # canonical order: clean first, then by codec (family rows have none) and family, then level
+    made = [make_row(**(base | {"key": f"k{i}", "condition": c, "codec": codec,
+                                "bitrate_requested_kbps": kbps, "bitrate_label": kbps,
+                                "family": fam, "level": lv}))
+            for i, (c, codec, kbps, fam, lv) in enumerate([
+                ("noise_pink_20", None, None, "noise_pink", 20.0),
+                ("opus_064", "opus", 64.0, None, None), ("clean", None, float("inf"), None, None),
+                ("noise_pink_10", None, None, "noise_pink", 10.0),
+                ("opus_032", "opus", 32.0, None, None)])]
+    assert [r["condition"] for r in sort_rows(made)] == [
+        "clean", "noise_pink_10", "noise_pink_20", "opus_032", "opus_064"]
