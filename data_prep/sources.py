@@ -26,6 +26,7 @@ class Track:
     path: str
     start_time: float | None = None
     end_time: float | None = None
+    stems: tuple[str, ...] = ()  # the parts that sum to it (separation families need them)
 
 
 def safe_id(text: str) -> str:
@@ -60,7 +61,8 @@ def unique_ids(tracks: list[Track]) -> list[Track]:
     for t in tracks:
         by_id.setdefault(t.track_id, []).append(t)
     out = [t if len(by_id[t.track_id]) == 1 else
-           Track(f"{t.track_id}-{_short_hash(_source(t))}", t.path, t.start_time, t.end_time)
+           Track(f"{t.track_id}-{_short_hash(_source(t))}", t.path, t.start_time, t.end_time,
+                 t.stems)
            for t in tracks]
     owner: dict[str, Track] = {}
     for t in out:
@@ -96,9 +98,10 @@ def _seconds(row: dict, name: str, where: str) -> float | None:
 
 
 def discover_list(path: str | os.PathLike) -> list[Track]:
-    """Rows ``{"key", "path", "start_time"?, "end_time"?}``; relative paths are resolved against
-    the list file's folder. Negative times or an end not after the start are refused (a negative
-    start would silently read from the end of the file)."""
+    """Rows ``{"key", "path", "start_time"?, "end_time"?, "stems"?}``; relative paths (also
+    those of ``stems``, a list of the parts that sum to ``path``) are resolved against the list
+    file's folder. Negative times or an end not after the start are refused (a negative start
+    would silently read from the end of the file)."""
     path = Path(path)
     tracks = []
     rows = read_table(path)
@@ -116,7 +119,11 @@ def discover_list(path: str | os.PathLike) -> list[Track]:
         end = _seconds(row, "end_time", where)
         if end is not None and end <= (start or 0.0):
             raise ValueError(f"{where}: end_time {end} is not after start_time {start or 0.0}")
-        tracks.append(Track(safe_id(str(key)), str(audio), start, end))
+        stems = row.get("stems") or ()
+        if isinstance(stems, str):  # a CSV cell: paths separated by ';'
+            stems = [p for p in stems.split(";") if p.strip()]
+        stems = tuple(str(s if Path(s).is_absolute() else path.parent / s) for s in stems)
+        tracks.append(Track(safe_id(str(key)), str(audio), start, end, stems))
     return unique_ids(tracks)
 
 
