@@ -32,10 +32,11 @@ from deepaq.audio import (
     write_audio,
 )
 from deepaq.records import JsonlAppender, atomic_write_text, write_jsonl
+from deepaq.resources import codec_grid
 
 SAMPLE_RATE = 48000
 LABEL_DECIMALS = 6
-DEFAULT_GRID = Path(__file__).resolve().parents[1] / "configs" / "data_prep" / "default_grid.yaml"
+DEFAULT_GRID = codec_grid("default_grid.yaml")  # package data (deepaq.resources)
 
 
 @dataclass
