@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _build(args) -> int:
     from data_prep.pipeline import CorpusConfig, build_corpus
+    from deepaq.extras import require
+
+    require("av", *(("numba", "visqol") if args.labels == "visqol" else ()))  # deepaq[prep]
 
     cfg = CorpusConfig(excerpt_seconds=args.excerpt_seconds, hop_seconds=args.hop_seconds,
                        max_excerpts_per_track=args.max_excerpts_per_track, channels=args.channels,
@@ -110,6 +113,14 @@ def main(argv: list[str] | None = None) -> int:
         return _main(argv)
     except (FileNotFoundError, ValueError) as exc:  # bad paths/config: one clear line, no trace
         print(f"deepaq-prep: error: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:  # an optional dependency is missing: say which extra installs it
+        from deepaq.extras import install_hint
+
+        hint = install_hint(exc, "prep")
+        if hint is None:
+            raise
+        print(f"deepaq-prep: {hint}", file=sys.stderr)
         return 2
 
 

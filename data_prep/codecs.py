@@ -124,7 +124,8 @@ def _check_ffmpeg_names(codec: str, encoder: str, container: str) -> None:
         raise ValueError(f"grid codec {codec!r}: unknown FFmpeg container {container!r}")
 
 
-GRID_KEYS = {"codecs", "bitrates_kbps", "alignment"}
+#: top-level keys of a grid file; `degradations` is read by data_prep.families (the other families)
+GRID_KEYS = {"codecs", "bitrates_kbps", "alignment", "degradations"}
 
 
 def load_grid(grid: str | os.PathLike | dict) -> list[CodecSpec]:

@@ -41,12 +41,13 @@ from deepaq.manifest import (
     write_manifest,
 )
 from deepaq.records import JsonlAppender, atomic_write_text, write_jsonl
+from deepaq.resources import codec_grid
 from deepaq.sharding import select_shard, shard_tag
 
 SAMPLE_RATE = 48000
 LABEL_DECIMALS = 6
 SILENT = "silent (AC energy below threshold)"
-DEFAULT_GRID = Path(__file__).resolve().parents[1] / "configs" / "data_prep" / "default_grid.yaml"
+DEFAULT_GRID = codec_grid("default_grid.yaml")  # package data (deepaq.resources)
 
 
 @dataclass

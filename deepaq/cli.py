@@ -36,6 +36,9 @@ VERBS: dict[str, tuple[str, str]] = {
                      "convert a MERT hub snapshot into a local HubertModel folder"),
 }
 _PASS_VERB = {"fit", "validate", "test"}
+#: verb -> the optional extra its dependencies come from (the others need only the core install)
+VERB_EXTRA = {"fit": "train", "validate": "train", "test": "train", "export": "train",
+              "convert-mert": "train", "eval": "eval"}
 
 
 def _usage() -> str:
@@ -61,8 +64,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"deepaq: unknown verb {verb!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module_name, func_name = VERBS[verb][0].split(":")
-    func = getattr(importlib.import_module(module_name), func_name)
-    code = func([verb, *rest] if verb in _PASS_VERB else rest)
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+        code = func([verb, *rest] if verb in _PASS_VERB else rest)
+    except ImportError as exc:
+        from deepaq.extras import install_hint
+
+        hint = install_hint(exc, VERB_EXTRA.get(verb))
+        if hint is None:
+            raise
+        print(f"deepaq {verb}: {hint}", file=sys.stderr)
+        return 2
     return int(code or 0)
 
 

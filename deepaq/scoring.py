@@ -70,8 +70,9 @@ import numpy as np
 
 from deepaq.audio import AudioError, apply_channel_policy, check_audio, resample
 from deepaq.backbones import file_sha256
+from deepaq.resources import default_checkpoint_dir
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "deepaq-small"
+DEFAULT_CHECKPOINT = default_checkpoint_dir()  # package data (deepaq.resources)
 DEFAULT_WINDOW_S = 4.0
 SILENCE_DBFS = -70.0
 MIN_WINDOW_S = 0.1

@@ -48,7 +48,10 @@ fi
 
 # 5. export: the shipped folder (weights, config, calibration) + the label manifest it was trained on
 mkdir -p checkpoints/deepaq-small
-cp "$WORK/model/config.yaml" "$WORK/model/model.safetensors" "$WORK/model/calibration.json" \
-   "$WORK/model/train_config.yaml" checkpoints/deepaq-small/
-gzip -9nc "$WORK/corpus/manifest.jsonl" > checkpoints/deepaq-small/train_manifest.jsonl.gz
+cp "$WORK/model/model.safetensors" "$WORK/model/calibration.json" checkpoints/deepaq-small/
+# the work folder's absolute path is this machine's, not the model's: shipped files say WORK/
+for f in config.yaml train_config.yaml; do
+  sed "s#$WORK/#WORK/#g" "$WORK/model/$f" > "checkpoints/deepaq-small/$f"
+done
+sed "s#$WORK/#WORK/#g" "$WORK/corpus/manifest.jsonl" | gzip -9n > checkpoints/deepaq-small/train_manifest.jsonl.gz
 echo "exported to checkpoints/deepaq-small (update its README.md with $WORK/bench.json)"

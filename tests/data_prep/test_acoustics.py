@@ -14,9 +14,9 @@ SR = 48000
 
 
 @pytest.fixture(scope="module")
-def guitar(shared_audio_dir):
-    """1 s of a real stereo recording followed by 1 s of digital silence."""
-    x, sr = read_audio(shared_audio_dir / "guitar48_stereo.wav")
+def guitar(music_file):
+    """1 s of real stereo music followed by 1 s of digital silence."""
+    x, sr = read_audio(music_file("guitar"))
     assert sr == SR
     x = x[:, SR:2 * SR]
     return np.concatenate([x, np.zeros_like(x)], axis=1)

@@ -52,11 +52,11 @@ def test_registering_a_new_degradation():
         get_degradation("nope")
 
 
-def test_jnd_corpus_measured_snrs_pairs_and_cli(tmp_path, shared_audio_dir):
+def test_jnd_corpus_measured_snrs_pairs_and_cli(tmp_path, music_file):
     from data_prep.jnd import main
 
     out = tmp_path / "jnd"
-    inputs = [str(shared_audio_dir / f"{t}48_stereo.wav") for t in ("guitar", "castanets")]
+    inputs = [str(music_file(t)) for t in ("guitar", "castanets")]
     code = main([*inputs, "-o", str(out), "--levels", "0:12:3", "--jnd", "3",
                  "--excerpt-seconds", "1", "--max-excerpts-per-track", "1",
                  "--splits", "train=0.5,val=0.5", "-q"])

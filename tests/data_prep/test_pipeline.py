@@ -162,10 +162,9 @@ def test_resume_after_kill_gives_identical_manifest(music_dir, tmp_path):
     assert "| 32 |" in text and "items: 40" in text
 
 
-def test_labels_fall_with_bitrate(tmp_path, shared_audio_dir):
-    """Real recordings, full default grid: mean ViSQOL per codec falls from 128 to 16 kbps."""
-    res = build_corpus([shared_audio_dir / "moonlight48_stereo.wav",
-                        shared_audio_dir / "glock48_stereo.wav"], tmp_path,
+def test_labels_fall_with_bitrate(tmp_path, music_file):
+    """Real music, full default grid: mean ViSQOL per codec falls from 128 to 16 kbps."""
+    res = build_corpus([music_file("moonlight"), music_file("glock")], tmp_path,
                        CorpusConfig(excerpt_seconds=3.0, max_excerpts_per_track=1),
                        jobs=2, progress=False)
     rows = read_manifest(res.manifest)

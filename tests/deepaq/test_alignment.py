@@ -58,7 +58,7 @@ def test_mono_and_1d_inputs(music_clip):
     ref = music_clip("sopr", seconds=1.0)
     deg = _delayed(ref, 40)
     assert estimate_lag(ref.mean(0), deg.mean(0), 100) == 40
-    assert estimate_lag(ref[:1], deg, 100) == 40
+    assert estimate_lag(ref.mean(0, keepdims=True), deg, 100) == 40  # one channel vs two
 
 
 def test_silence_has_no_lag(music_clip):

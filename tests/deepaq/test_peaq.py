@@ -60,7 +60,11 @@ def test_identical_pair_gives_the_networks_top_grade(clip):
 def test_odg_falls_monotonically_with_noise_level(clip):
     snrs = [70, 50, 40, 30, 20, 10]
     odgs = [peaq_basic(clip, _noisy(clip, snr), 48000)["odg"] for snr in snrs]
-    assert all(a > b for a, b in itertools.pairwise(odgs)), dict(zip(snrs, odgs))
+    # falls at every step until it reaches the scale's floor (-3.91, "very annoying"), where
+    # the network saturates and neighbouring levels may differ by a few hundredths either way
+    floor = -3.7
+    assert all(a > b or (max(a, b) < floor and abs(a - b) < 0.05)
+               for a, b in itertools.pairwise(odgs)), dict(zip(snrs, odgs))
     assert odgs[0] > -0.5 and odgs[-1] < -3.0, dict(zip(snrs, odgs))
 
 

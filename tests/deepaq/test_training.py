@@ -1,6 +1,6 @@
 """Training: excerpt batch sampler, corpus dataset, and a 2-epoch CPU fit through the CLI.
 
-The corpus is made in the test from the shared music (short excerpts, 2 codecs x 2 bitrates,
+The corpus is made in the test from the test music (short excerpts, 2 codecs x 2 bitrates,
 ViSQOL labels) with the real corpus pipeline; the fit uses configs/train/tiny.yaml.
 """
 
@@ -68,13 +68,14 @@ def test_sampler_is_seeded_reshuffles_per_epoch_and_shards_ranks_evenly():
 # -- corpus --------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory, shared_audio_dir) -> Path:
-    """A labelled corpus of 2 s excerpts of 6 shared references, 2 codecs x 2 bitrates."""
+def corpus(tmp_path_factory, music_file) -> Path:
+    """A labelled corpus of 1 s excerpts (two per track: the fit crops 1 s anyway, and more
+    excerpts give its two epochs more steps) of 6 test tracks, 2 codecs x 2 bitrates."""
     from data_prep.pipeline import CorpusConfig, build_corpus
 
     out = tmp_path_factory.mktemp("corpus")
-    inputs = [str(shared_audio_dir / f"{t}48_stereo.wav") for t in TRACKS]
-    cfg = CorpusConfig(excerpt_seconds=2.0, max_excerpts_per_track=1, channels="mono",
+    inputs = [str(music_file(t)) for t in TRACKS]
+    cfg = CorpusConfig(excerpt_seconds=1.0, max_excerpts_per_track=2, channels="mono",
                        grid=str(REPO / "configs" / "data_prep" / "tiny_grid.yaml"), splits={"train": 0.67, "val": 0.33}, seed=0)
     result = build_corpus(inputs, out, cfg, jobs=1, progress=False)
     assert result.num_items >= 20, result

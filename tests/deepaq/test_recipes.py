@@ -1,4 +1,4 @@
-"""Each issue-6 recipe runs in its tiny form (1 epoch on a tiny corpus), end to end through
+"""Each related-method recipe runs in its tiny form (1 epoch on a tiny corpus), end to end through
 ``deepaq fit``: DAT (+ domain probe report), MultiGauss MOS head (+ head saved for scoring),
 JND pretraining on a ``deepaq-prep jnd`` corpus, and the two-stage pretrain -> fine-tune pair."""
 
@@ -16,7 +16,7 @@ TRACKS = ["guitar", "castanets", "glock", "harpsichord"]
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory, shared_audio_dir) -> Path:
+def corpus(tmp_path_factory, music_file) -> Path:
     """Tiny coded corpus (real music, ViSQOL labels) plus a listening-test-like copy with two MOS
     aspect columns synthesised from ViSQOL (PQ) and ViSQOL with rater noise (CE)."""
     from data_prep.pipeline import CorpusConfig, build_corpus
@@ -26,7 +26,7 @@ def corpus(tmp_path_factory, shared_audio_dir) -> Path:
     cfg = CorpusConfig(excerpt_seconds=1.5, max_excerpts_per_track=1, channels="mono",
                        grid=str(REPO / "configs" / "data_prep" / "tiny_grid.yaml"),
                        splits={"train": 0.5, "val": 0.5}, seed=0)
-    result = build_corpus([str(shared_audio_dir / f"{t}48_stereo.wav") for t in TRACKS], out,
+    result = build_corpus([str(music_file(t)) for t in TRACKS], out,
                           cfg, jobs=1, progress=False)
     rows = read_jsonl(result.manifest)
     rng = np.random.default_rng(0)
@@ -93,11 +93,11 @@ def test_tiny_multigauss_and_two_stage_recipes(corpus, tmp_path):
     assert (a[name] - b[name]).abs().max() < a[name].abs().max()
 
 
-def test_tiny_jnd_recipe(shared_audio_dir, tmp_path):
+def test_tiny_jnd_recipe(music_file, tmp_path):
     from data_prep.jnd import main as jnd_main
 
     out = tmp_path / "jnd"
-    inputs = [str(shared_audio_dir / f"{t}48_stereo.wav") for t in TRACKS]
+    inputs = [str(music_file(t)) for t in TRACKS]
     assert jnd_main([*inputs, "-o", str(out), "--levels", "0:15:3", "--jnd", "3",
                      "--excerpt-seconds", "1.5", "--max-excerpts-per-track", "1",
                      "--splits", "train=0.5,val=0.5", "-q"]) == 0
