@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--resume", action="store_true",
                    help="continue an earlier (interrupted) run into the same folder with the same "
                         "settings (refused otherwise): skip finished excerpts, retry failed ones")
+    b.add_argument("--overwrite", action="store_true",
+                   help="start over in a folder that already holds a build (refused otherwise)")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     s = sub.add_parser("summary", help="counts, label statistics and a label-vs-bitrate table")
@@ -97,7 +99,7 @@ def _build(args) -> int:
     if args.grid:
         cfg.grid = str(Path(args.grid).resolve())
     res = build_corpus(args.inputs, args.out, cfg, jobs=args.jobs, shard=args.shard,
-                       resume=args.resume, progress=not args.quiet)
+                       resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
     print(f"wrote {res.manifest}: {res.num_items} items from {res.num_excerpts} excerpts")
     if res.skipped:
         print("skipped excerpts: " + ", ".join(f"{n} {why}" for why, n in res.skipped.items()))

@@ -342,13 +342,13 @@ def _check_progress_config(log: JsonlAppender, config: dict) -> None:
     header = log.done.get(CONFIG_KEY)
     if header is None and log.done:
         raise ValueError(f"{log.path}: progress log has no configuration record (an older "
-                         "deepaq-prep wrote it), so it cannot be resumed safely: rerun without "
-                         "--resume")
+                         "deepaq-prep wrote it), so it cannot be resumed safely: rerun with "
+                         "--overwrite")
     if header is not None:
         diff = config_difference(config, header["config"], "this run", "the progress log")
         if diff:
             raise ValueError(f"{log.path}: --resume with another configuration ({diff}): rerun "
-                             "with the same settings, or without --resume")
+                             "with the same settings, or with --overwrite")
         return
     log.write({"key": CONFIG_KEY, "config_hash": config["config_hash"], "config": config})
 
@@ -366,8 +366,12 @@ class BuildResult:
 def build_corpus(inputs: list[str | os.PathLike], out_dir: str | os.PathLike,
                  config: CorpusConfig | None = None, jobs: int = 1,
                  shard: tuple[int, int] | None = None, resume: bool = False,
-                 progress: bool = True) -> BuildResult:
-    """Build (or resume) a labelled coded corpus in ``out_dir``; returns where things went."""
+                 progress: bool = True, overwrite: bool = False) -> BuildResult:
+    """Build (or resume) a labelled coded corpus in ``out_dir``; returns where things went.
+
+    A folder that already holds this build (its manifest or progress log) is refused unless
+    ``resume`` continues it or ``overwrite`` starts it over: a repeated command must not throw
+    away finished work."""
     import yaml
     from tqdm import tqdm
 
@@ -386,6 +390,10 @@ def build_corpus(inputs: list[str | os.PathLike], out_dir: str | os.PathLike,
     out.mkdir(parents=True, exist_ok=True)  # only once the settings and inputs are known good
 
     progress_path = out / ".progress" / f"excerpts{tag}.jsonl"
+    earlier = [p for p in (out / f"manifest{tag}.jsonl", progress_path) if p.exists()]
+    if earlier and not (resume or overwrite):
+        raise ValueError(f"{out}: already holds a build ({earlier[0].relative_to(out)}): "
+                         "--resume continues it, --overwrite starts it over")
     skipped: Counter = Counter()
     timing: Counter = Counter()
     with JsonlAppender(progress_path, resume=resume) as log:

@@ -8,9 +8,9 @@ cd "$(dirname "$0")/.."
 OUT="${1:-/tmp/deepaq-demo}"
 BIN="${DEEPAQ_BIN:-.venv/bin}"
 
-"$BIN/deepaq-prep" build deepaq/examples -o "$OUT" --excerpt-seconds 4 --splits test=1 -j 2 -q
+"$BIN/deepaq-prep" build deepaq/examples -o "$OUT" --excerpt-seconds 4 --splits test=1 -j 2 -q --overwrite
 "$BIN/deepaq-prep" summary "$OUT/manifest.jsonl"
 "$BIN/deepaq-prep" pairs "$OUT/manifest.jsonl" -o "$OUT/pairs.csv" --force
-"$BIN/deepaq" score --input "$OUT/pairs.csv" --output "$OUT/scores.csv" --no-progress
+"$BIN/deepaq" score --input "$OUT/pairs.csv" --output "$OUT/scores.csv" --no-progress --overwrite
 echo "per-pair scores: $OUT/scores.csv"
 "$BIN/deepaq" eval "$OUT/pairs.csv" --metrics deepaq,logmel_l1 -o "$OUT/eval" --no-progress

@@ -116,7 +116,7 @@ def test_merge_refuses_shards_of_another_configuration_or_a_missing_shard(tmp_pa
     assert not (out / "manifest.jsonl").exists()
     err = _one_line_error(capsys, ["merge", shards[0], "-o", str(out / "manifest.jsonl")])
     assert "1..2" in err
-    assert main([*base, "--shard", "2/2"]) == 0
+    assert main([*base, "--shard", "2/2", "--overwrite"]) == 0  # the seed-7 shard, redone
     assert main(["merge", *shards, "-o", str(out / "manifest.jsonl")]) == 0
     assert len(read_manifest(out / "manifest.jsonl")) == 2 * 5
 
@@ -286,3 +286,21 @@ def test_pairs_refuses_to_overwrite_an_existing_output(tmp_path, music_clip, cap
     _one_line_error(capsys, ["pairs", str(manifest), "-o", str(tmp_path)])
     assert main(["pairs", str(manifest), "-o", str(out), "--force"]) == 0
     assert out.read_text().count("\n") == 1 + 4
+
+
+# -- nothing finished is thrown away: a repeated build into the same folder is refused -------------
+
+def test_rebuild_into_a_finished_folder_is_refused_unless_resume_or_overwrite(tmp_path, music_clip,
+                                                                              capsys):
+    src = _write(tmp_path / "in" / "guitar.wav", music_clip("guitar", 1.0, 1.0))
+    out = tmp_path / "c"
+    argv = ["build", str(src), "-o", str(out), "--grid", str(TINY_GRID), "--labels", "none",
+            "--excerpt-seconds", "1", "--splits", "train=1", "-q"]
+    assert main(argv) == 0
+    before = (out / "manifest.jsonl").read_bytes()
+    capsys.readouterr()
+    err = _one_line_error(capsys, argv)
+    assert str(out) in err and "--resume" in err and "--overwrite" in err
+    assert (out / "manifest.jsonl").read_bytes() == before        # untouched
+    assert main(argv + ["--overwrite"]) == 0
+    assert (out / "manifest.jsonl").read_bytes() == before        # same inputs, same corpus
