@@ -355,7 +355,8 @@ class Scorer:
             raise FileNotFoundError(
                 f"no DeePAQ checkpoint at {path} (config.yaml missing). Pass --checkpoint PATH "
                 f"(Scorer.from_pretrained(PATH)) or set DEEPAQ_CHECKPOINT; the default "
-                f"checkpoints/deepaq-small is produced by the training recipe.")
+                f"checkpoint ships inside the package (scripts/make_default_checkpoint.sh "
+                f"rebuilds it).")
         import yaml
 
         from deepaq.checkpoint import load_checkpoint
