@@ -158,23 +158,37 @@ class VisqolLabeller:
             raise AudioError(where, f"ViSQOL returned a non-finite score ({value})")
         return value
 
+    def score_many(self, reference: np.ndarray, degraded: list[np.ndarray],
+                   sample_rate: int = 48000) -> list[float]:
+        """``score`` of each degraded signal against one reference (the batched labeller's API)."""
+        ref = self._prepare(reference, sample_rate, "reference")
+        return [self._run(ref, self._prepare(d, sample_rate, f"degraded[{i}]"), None)
+                for i, d in enumerate(degraded)]
+
     def _prepare(self, x: np.ndarray, sample_rate: int, role: str,
                  path: str | os.PathLike | None = None) -> np.ndarray:
-        """Check one input and return it as mono float64 at the mode's rate."""
-        where = path if path is not None else role
-        x = check_audio(x, sample_rate, where)
-        if int(sample_rate) != self.sample_rate:
-            if not self.resample:
-                raise AudioError(where, f"sample rate {sample_rate} Hz, but ViSQOL {self.mode} "
-                                        f"mode needs {self.sample_rate} Hz (resampling disabled)")
-            x = resample(x, int(sample_rate), self.sample_rate)
-        mono = x.astype(np.float64).mean(axis=0)
-        level = rms_dbfs(mono)
-        if level < self.silence_dbfs:
-            shown = "-inf" if level == -math.inf else f"{level:.1f}"
-            raise AudioError(where, f"{role} is silent ({shown} dBFS < {self.silence_dbfs} dBFS "
-                                    f"after mono downmix); ViSQOL cannot score it")
-        return mono
+        return prepare_mono(x, sample_rate, self.sample_rate, self.mode, self.resample,
+                            self.silence_dbfs, role, path)
+
+
+def prepare_mono(x: np.ndarray, sample_rate: int, target_rate: int, mode: str, resample_: bool,
+                 silence_dbfs: float, role: str,
+                 path: str | os.PathLike | None = None) -> np.ndarray:
+    """Check one input and return it as mono float64 at ``target_rate`` (the mode's rate)."""
+    where = path if path is not None else role
+    x = check_audio(x, sample_rate, where)
+    if int(sample_rate) != target_rate:
+        if not resample_:
+            raise AudioError(where, f"sample rate {sample_rate} Hz, but ViSQOL {mode} "
+                                    f"mode needs {target_rate} Hz (resampling disabled)")
+        x = resample(x, int(sample_rate), target_rate)
+    mono = x.astype(np.float64).mean(axis=0)
+    level = rms_dbfs(mono)
+    if level < silence_dbfs:
+        shown = "-inf" if level == -math.inf else f"{level:.1f}"
+        raise AudioError(where, f"{role} is silent ({shown} dBFS < {silence_dbfs} dBFS "
+                                f"after mono downmix); ViSQOL cannot score it")
+    return mono
 
 
 class SpectrogramCache:
