@@ -240,6 +240,37 @@ class SpectrogramCache:
         return Spectrogram(found.data.copy(), center_freq_bands=found.center_freq_bands.copy())
 
 
+#: Labeller names for ``deepaq-prep build --labeller`` and :func:`make_labeller`.
+LABELLERS = ("batched", "visqol-python")
+
+
+def make_labeller(name: str = "batched", device: str | None = "cpu"):
+    """The audio-mode corpus labeller by name: ``batched`` (:class:`~deepaq.visqol_batched.
+    BatchedVisqolLabeller`, numpy on ``cpu``, torch on any other device) or ``visqol-python``
+    (:class:`VisqolLabeller`, the reference implementation; CPU only). Both have ``score``,
+    ``score_many``, ``score_files``, ``info`` and ``warmup``."""
+    if name == "batched":
+        from deepaq.visqol_batched import BatchedVisqolLabeller
+
+        return BatchedVisqolLabeller(device=None if device in (None, "cpu") else device)
+    if name == "visqol-python":
+        if device not in (None, "cpu"):
+            raise ValueError(f"labeller visqol-python runs on the CPU only, not {device!r}")
+        return VisqolLabeller(mode="audio")
+    raise ValueError(f"labeller must be one of {', '.join(LABELLERS)}, got {name!r}")
+
+
+def labeller_implementation(name: str) -> str:
+    """Provenance string of a labeller (recorded in ``corpus.yaml``)."""
+    if name == "batched":
+        from deepaq.visqol_batched import BATCHED_IMPLEMENTATION
+
+        return BATCHED_IMPLEMENTATION
+    if name == "visqol-python":
+        return VISQOL_IMPLEMENTATION
+    raise ValueError(f"labeller must be one of {', '.join(LABELLERS)}, got {name!r}")
+
+
 def _default_svr_model() -> str:
     from visqol.api import _DEFAULT_SVR_MODEL
 

@@ -183,31 +183,44 @@ class NumpyOps:
         self.num_threads = num_threads
 
     def upper_envelopes(self, x: np.ndarray) -> np.ndarray:
-        """visqol's ``upper_envelope`` of each row (Hilbert magnitude around the mean)."""
+        """visqol's ``upper_envelope`` of each row: the analytic signal's magnitude around the
+        mean, with the Hilbert transform as one real inverse FFT (visqol: a complex one)."""
         n = x.shape[-1]
         mean = x.mean(axis=-1, keepdims=True)
-        half = scipy.fft.rfft(x - mean, axis=-1)
-        spectrum = np.zeros(x.shape, dtype=np.complex128)
-        spectrum[..., 0] = half[..., 0]
-        if n % 2 == 0:
-            spectrum[..., 1:n // 2] = 2.0 * half[..., 1:n // 2]
-            spectrum[..., n // 2] = half[..., n // 2]
-        else:
-            spectrum[..., 1:(n + 1) // 2] = 2.0 * half[..., 1:(n + 1) // 2]
-        return np.abs(scipy.fft.ifft(spectrum, axis=-1)) + mean
+        centered = x - mean
+        half = self._fft(centered, n, inverse=False)
+        half *= _hilbert_multiplier(n)
+        quadrature = self._fft(half, n, inverse=True)
+        return np.sqrt(centered * centered + quadrature * quadrature) + mean
 
     def spectrum(self, env: np.ndarray, n: int, points: int) -> np.ndarray:
         padded = np.zeros(env.shape[:-1] + (n,))
         padded[..., :env.shape[-1]] = env
-        return scipy.fft.rfft(padded, n=points, axis=-1)
+        return self._fft(padded, points, inverse=False)
 
     def best_lags(self, ref_spec: np.ndarray, deg_spec: np.ndarray, n: int,
                   points: int) -> np.ndarray:
         """visqol's ``find_best_lag`` from the two envelopes' spectra (rows of ``deg_spec``)."""
-        xcorr = scipy.fft.irfft(ref_spec * np.conj(deg_spec), n=points, axis=-1)
-        max_lag = n - 1
-        corrs = np.concatenate((xcorr[..., points - max_lag:], xcorr[..., :max_lag + 1]), axis=-1)
-        return np.argmax(corrs, axis=-1) - max_lag
+        return _first_argmax_lag(self._fft(ref_spec * np.conj(deg_spec), points, inverse=True),
+                                 n)
+
+    def _fft(self, x: np.ndarray, n: int, inverse: bool) -> np.ndarray:
+        """Real FFT (or its inverse) along the last axis, in float64. torch's CPU FFT (MKL or
+        pocketfft, whichever torch ships) where it is importable: on the long alignment FFTs it
+        was about 1.5-2x faster than scipy's, with the same values to rounding."""
+        try:
+            import torch
+        except ImportError:  # pragma: no cover - torch is a deepaq dependency
+            return scipy.fft.irfft(x, n=n, axis=-1) if inverse else scipy.fft.rfft(x, n=n, axis=-1)
+        previous = torch.get_num_threads()
+        if self.num_threads is not None:
+            torch.set_num_threads(self.num_threads)
+        try:
+            t = torch.from_numpy(np.ascontiguousarray(x))
+            out = torch.fft.irfft(t, n=n, dim=-1) if inverse else torch.fft.rfft(t, n=n, dim=-1)
+            return out.numpy()
+        finally:
+            torch.set_num_threads(previous)
 
     def frame_energies(self, buf: np.ndarray, starts: np.ndarray, hann: np.ndarray,
                        coef: np.ndarray) -> np.ndarray:
@@ -354,9 +367,9 @@ class BatchedVisqolLabeller:
             groups.setdefault(len(d), []).append(i)
         for length, members in groups.items():
             n = max(len(ref), length)
-            points = 1 << max(0, (2 * n - 2).bit_length())
+            points = fft_points(n)
             ref_spec = ops.spectrum(ref_env[None], n, points)
-            for chunk in _chunks(members, max(1, int(2**27 // (points * 16)))):
+            for chunk in _chunks(members, max(1, int(2**25 // (points * 16)))):
                 envs = ops.upper_envelopes(np.stack([degs[i] for i in chunk]))
                 lags[chunk] = ops.best_lags(ref_spec, ops.spectrum(envs, n, points), n, points)
         out = []
@@ -471,7 +484,7 @@ class BatchedVisqolLabeller:
             cache["ref"] = sources[0]
         for (nr, nd), members in groups.items():
             n = max(nr, nd)
-            points = 1 << max(0, (2 * n - 2).bit_length())
+            points = fft_points(n)
             ref_specs = []
             for j in members:
                 key = (todo[j][2], n, points)
@@ -518,6 +531,37 @@ def _dp(table, idx, num_patches, num_frames, window):
     from deepaq.visqol_kernels import dp_forward
 
     return dp_forward(table, idx, num_patches, num_frames, window)
+
+
+def _first_argmax_lag(xcorr: np.ndarray, n: int) -> np.ndarray:
+    """visqol's lag pick: the first maximum of [negative lags, then lags 0..n-1] of each row of a
+    circular cross-correlation (without building that concatenation)."""
+    max_lag = n - 1
+    negative = xcorr[..., xcorr.shape[-1] - max_lag:] if max_lag else xcorr[..., :0]
+    positive = xcorr[..., :max_lag + 1]
+    lags = np.argmax(positive, axis=-1)
+    if max_lag:
+        neg_at = np.argmax(negative, axis=-1)
+        rows = np.arange(xcorr.shape[0])
+        use_negative = negative[rows, neg_at] >= positive[rows, lags]
+        lags = np.where(use_negative, neg_at - max_lag, lags)
+    return lags
+
+
+def _hilbert_multiplier(n: int) -> np.ndarray:
+    """-i sign(f) on rfft bins: the spectrum of the Hilbert transform (0 at DC and Nyquist)."""
+    m = np.full(n // 2 + 1, -1j)
+    m[0] = 0
+    if n % 2 == 0:
+        m[-1] = 0
+    return m
+
+
+def fft_points(n: int) -> int:
+    """FFT length for the full linear cross-correlation of two length-``n`` signals: the next
+    power of two, as visqol (any length >= 2n - 1 gives the same correlation; powers of two
+    were the fastest in torch's FFT)."""
+    return 1 << max(0, (2 * n - 2).bit_length())
 
 
 def _ref_patch_indices(spectrum_length: int) -> list[int]:

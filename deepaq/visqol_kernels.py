@@ -130,22 +130,24 @@ def patch_search_similarity(ref_patches: np.ndarray, ref_mean: np.ndarray,
                     rr = min(max(r + kr - 1, 0), rows - 1)
                     for kc in range(3):
                         cc = min(max(c + kc - 1, 0), width - 1)
-                        w = gw[kr, kc]
-                        rv = ref_patches[p, rr, cc]
+                        a = gw[kr, kc] * ref_patches[p, rr, cc]
+                        drow = deg[rr, lo + cc:lo + cc + n]
                         for i in range(n):
-                            cross[i] += w * (rv * deg[rr, lo + i + cc])
+                            cross[i] += a * drow[i]
                 mr = ref_mean[p, r, c]
                 mr2 = mr * mr
                 vr = ref_square[p, r, c] - mr2
+                mean_row = deg_mean[c, r, lo:lo + n]
+                square_row = deg_square[c, r, lo:lo + n]
                 for i in range(n):
-                    md = deg_mean[c, r, lo + i]
+                    md = mean_row[i]
                     md2 = md * md
-                    vd = deg_square[c, r, lo + i] - md2
+                    vd = square_row[i] - md2
                     mrd = mr * md
-                    intensity = (2.0 * mrd + c1) / (mr2 + md2 + c1)
                     vp = vr * vd
                     denom = c3 if vp < 0.0 else np.sqrt(vp) + c3
-                    row_sum[i] += intensity * ((cross[i] - mrd + c3) / denom)
+                    row_sum[i] += ((2.0 * mrd + c1) * (cross[i] - mrd + c3)
+                                   / ((mr2 + md2 + c1) * denom))
             for i in range(n):
                 total[i] += row_sum[i] / width
         for i in range(n):
