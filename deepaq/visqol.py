@@ -1,8 +1,11 @@
-"""ViSQOL v3 MOS-LQO of a degraded signal against its reference: the corpus labeller and the metric.
+"""ViSQOL v3 MOS-LQO of a degraded signal against its reference: the reference implementation.
 
-The corpus is labelled with ViSQOL v3 in *audio mode* (48 kHz, 32 gammatone bands, SVR mapping),
-computed by ``visqol-python`` (a pure-Python port of google/visqol v3.3.3 that reproduces the
-upstream conformance values; see tests/deepaq/test_visqol.py). The expensive objects
+The corpus is labelled with ViSQOL v3 in *audio mode* (48 kHz, 32 gammatone bands, SVR mapping).
+:class:`VisqolLabeller` wraps ``visqol-python`` (a pure-Python port of google/visqol v3.3.3 that
+reproduces the upstream conformance values; see tests/deepaq/test_visqol.py), pair by pair; it
+is the reference implementation and ``deepaq-prep build --labeller visqol-python``. The default
+corpus labeller is :class:`deepaq.visqol_batched.BatchedVisqolLabeller`, the same algorithm
+batched over one reference's conditions (same scores; :func:`make_labeller` builds either). The expensive objects
 (filterbank, SVR model, numba kernels) are built once per :class:`VisqolLabeller` and reused, so a
 corpus worker keeps one labeller for its whole life.
 
@@ -24,7 +27,7 @@ pair when the machine was quiet (the conformance pairs), about 5 s per 10 s pair
 contention (load 8-10); numba's default of all threads was no faster there (5.1 vs 5.05 s median).
 Scoring many conditions against one reference (a corpus excerpt has 22) takes about 30 % less time
 with the spectrogram cache (:class:`SpectrogramCache`, on by default), which returns exactly what
-visqol-python would have recomputed; ``benchmarks/bench_visqol_cache.py`` measures it.
+visqol-python would have recomputed (the batched labeller goes further; see docs/labeller.md).
 The first call in a process costs more: in a fresh environment numba compiles the kernels (12 s
 quiet, 45 s under load) and caches them beside the package; later processes load that cache and
 their first pair is no slower than the rest. Call :meth:`VisqolLabeller.warmup` before timing.

@@ -205,13 +205,15 @@ class NumpyOps:
                                  n)
 
     def _fft(self, x: np.ndarray, n: int, inverse: bool) -> np.ndarray:
-        """Real FFT (or its inverse) along the last axis, in float64. torch's CPU FFT (MKL or
-        pocketfft, whichever torch ships) where it is importable: on the long alignment FFTs it
-        was about 1.5-2x faster than scipy's, with the same values to rounding."""
-        try:
-            import torch
-        except ImportError:  # pragma: no cover - torch is a deepaq dependency
+        """Real FFT (or its inverse) along the last axis, in float64. torch's CPU FFT (MKL in
+        the usual wheels) for lengths with small prime factors only (the power-of-two
+        correlation lengths, 10 s excerpts): there it was about 1.5-2x faster than scipy's;
+        scipy's pocketfft for other lengths (the Hilbert transform must use the signal's own
+        length), where it was 2-3x faster than torch. Same values to rounding either way."""
+        if scipy.fft.next_fast_len(n, real=True) != n:
             return scipy.fft.irfft(x, n=n, axis=-1) if inverse else scipy.fft.rfft(x, n=n, axis=-1)
+        import torch
+
         previous = torch.get_num_threads()
         if self.num_threads is not None:
             torch.set_num_threads(self.num_threads)
