@@ -17,8 +17,10 @@ Parts (``--parts``, comma-separated):
 * ``label2``: the same pairs split over two worker processes running at once, first with
   visqol-python, then with the batched labeller: pairs/s of two processes.
 * ``memory``: a fresh process scores one excerpt's items (clean + grid) with the batched
-  labeller; prints its peak RSS above the process's RSS before the call, and the peak of
-  tracemalloc-tracked (numpy) allocations during the call.
+  labeller; prints its peak RSS during the call (Linux ``VmHWM``, reset just before it), its
+  RSS before the call, and the peak of tracemalloc-tracked (numpy) allocations during the call.
+* ``profile``: cProfile of one batched ``score_many`` call on the second reference's excerpt
+  (a whole 10 s excerpt): where the batched labeller's time goes, by function.
 * ``build``: ``build_corpus`` (code + decode + align + label + FLAC, jobs 1) of ``--build-refs``
   shared references, one ``--seconds`` excerpt each, with each labeller; prints whole-pipeline
   pairs/s per core beside labelling alone with visqol-python (pairs/s per core, from ``label``).
@@ -28,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -121,20 +122,22 @@ def memory_child(path: str, seconds: float, grid: str) -> None:
     ref, items = excerpt_items(Path(path), seconds, grid)
     lab = BatchedVisqolLabeller()
     lab.warmup()
-    before = _rss_now_mib()
+    before = _status_mib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as fh:  # Linux: resets VmHWM (peak RSS) to now
+        fh.write("5")
     tracemalloc.start()
     lab.score_many(ref, items)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_rss = _status_mib("VmHWM")  # peak RSS since the reset: during the call
     print(f"MEMORY items={len(items)} rss_before={before:.1f} rss_peak={peak_rss:.1f} "
           f"traced_peak={peak / 2**20:.1f}")
 
 
-def _rss_now_mib() -> float:
+def _status_mib(field: str) -> float:
     with open("/proc/self/status") as fh:
         for line in fh:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -160,13 +163,37 @@ def build_with(labeller: str, refs: list[Path], seconds: float, grid: str, work:
     return {"pairs": result.num_items, "wall": wall, "timing": dict(result.timing)}
 
 
+def profile_batched(path: Path, seconds: float, grid: str) -> None:
+    import cProfile
+    import pstats
+
+    from deepaq.visqol_batched import BatchedVisqolLabeller
+
+    ref, items = excerpt_items(path, seconds, grid)
+    lab = BatchedVisqolLabeller()
+    lab.warmup()
+    prof = cProfile.Profile()
+    prof.enable()
+    lab.score_many(ref, items)
+    prof.disable()
+    stats = pstats.Stats(prof)
+    total = stats.total_tt
+    print(f"### Where the batched labeller's time goes: {path.name}, {len(items)} items, "
+          f"{total:.1f} s under cProfile\n")
+    print("| function | own seconds | share |\n|---|---:|---:|")
+    rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:8]
+    for (file, line, name), (_, _, own, _, _) in rows:
+        print(f"| {Path(file).name}:{name} | {own:.2f} | {own / total:.0%} |")
+    print()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--refs", type=int, default=3, help="references for the label parts")
     ap.add_argument("--build-refs", type=int, default=10, help="references for the build part")
     ap.add_argument("--seconds", type=float, default=10.0, help="excerpt length")
     ap.add_argument("--grid", default=str(DEFAULT_GRID))
-    ap.add_argument("--parts", default="label,label2,memory,build")
+    ap.add_argument("--parts", default="label,label2,memory,profile,build")
     ap.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.memory_child:
@@ -203,9 +230,11 @@ def main(argv: list[str] | None = None) -> int:
         line = next(x for x in proc.stdout.splitlines() if x.startswith("MEMORY"))
         vals = dict(kv.split("=") for kv in line.split()[1:])
         print(f"### Memory, one {args.seconds:g} s excerpt's {vals['items']} items in one call\n")
-        print(f"- peak RSS {vals['rss_peak']} MiB (process before the call "
-              f"{vals['rss_before']} MiB: Python, numpy, numba, torch, the audio); numpy "
+        print(f"- peak RSS during the call {vals['rss_peak']} MiB, of which {vals['rss_before']} "
+              f"MiB before it (Python, numpy, numba, torch, scipy, the audio); numpy "
               f"allocations during the call peaked at {vals['traced_peak']} MiB\n")
+    if "profile" in parts:
+        profile_batched(shared_references(max(2, args.refs))[1], args.seconds, args.grid)
     if "build" in parts:
         build_refs = shared_references(args.build_refs)
         with tempfile.TemporaryDirectory() as tmp:

@@ -40,12 +40,25 @@ def labeller():
     return lab
 
 
+@pytest.fixture(scope="module", params=["visqol-python", "batched"])
+def any_labeller(request, labeller):
+    """Both corpus labellers: visqol-python as wrapped, and the batched one (visqol_batched)."""
+    if request.param == "visqol-python":
+        return labeller
+    from deepaq.visqol import make_labeller
+
+    lab = make_labeller(request.param)
+    lab.warmup()
+    return lab
+
+
 @pytest.mark.skipif(not (CONFORMANCE / "cases.json").is_file(),
                     reason=f"ViSQOL conformance data not found at {CONFORMANCE}")
 @pytest.mark.parametrize("case", _cases(), ids=lambda c: c["name"])
-def test_conformance_with_upstream_visqol(labeller, case):
-    """Full-length pairs, as upstream runs them, scored from the files."""
-    got = labeller.score_files(CONFORMANCE / case["reference"], CONFORMANCE / case["degraded"])
+def test_conformance_with_upstream_visqol(any_labeller, case):
+    """Full-length pairs, as upstream runs them, scored from the files, by both labellers."""
+    got = any_labeller.score_files(CONFORMANCE / case["reference"],
+                                   CONFORMANCE / case["degraded"])
     tol = LOOSER.get(case["name"], TOLERANCE)
     assert abs(got - case["moslqo"]) <= tol, (case["name"], got, case["moslqo"])
 
@@ -96,8 +109,8 @@ def test_channels_are_averaged_and_files_match_arrays(labeller, music_clip, tmp_
 
 
 def test_other_rates_are_resampled_or_refused(labeller, music_clip, mp3_code):
-    from deepaq.visqol import VisqolLabeller
     from deepaq.audio import resample
+    from deepaq.visqol import VisqolLabeller
 
     ref = music_clip("sopr", seconds=2.0)
     deg = mp3_code(ref, 32)

@@ -1,10 +1,9 @@
-"""The batched labeller must give visqol-python's scores: upstream conformance, every pair of a
-built corpus over the full default grid, its torch path equal to its numpy path, and the same
-errors on unusable input."""
+"""The batched labeller must give visqol-python's scores: every pair of a built corpus over the
+full default grid, its torch path equal to its numpy path, and the same errors on unusable input.
+(Upstream conformance is tests/deepaq/test_visqol.py's, run for both labellers.)"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +13,9 @@ import soundfile as sf
 from deepaq.audio import AudioError
 
 REPO = Path(__file__).resolve().parents[2]
-CONFORMANCE = REPO.parent / "shared" / "data" / "visqol_conformance"
 DEFAULT_GRID = REPO / "configs" / "data_prep" / "default_grid.yaml"
 #: The issue's bar: within 1e-4 of visqol-python on the same audio.
 TOLERANCE = 1e-4
-#: upstream's 1e-4, and the one case visqol-python itself reproduces only to 1.17e-4 (see
-#: tests/deepaq/test_visqol.py)
-LOOSER = {"contrabassoon_24kbps_aac": 2e-4}
 
 
 @pytest.fixture(scope="module")
@@ -39,20 +34,6 @@ def reference_labeller():
     lab = VisqolLabeller(mode="audio")
     lab.warmup()
     return lab
-
-
-def _cases() -> list[dict]:
-    path = CONFORMANCE / "cases.json"
-    return json.loads(path.read_text())["cases"] if path.is_file() else []
-
-
-@pytest.mark.skipif(not (CONFORMANCE / "cases.json").is_file(),
-                    reason=f"ViSQOL conformance data not found at {CONFORMANCE}")
-@pytest.mark.parametrize("case", _cases(), ids=lambda c: c["name"])
-def test_conformance_with_upstream_visqol(batched, case):
-    got = batched.score_files(CONFORMANCE / case["reference"], CONFORMANCE / case["degraded"])
-    tol = LOOSER.get(case["name"], TOLERANCE)
-    assert abs(got - case["moslqo"]) <= tol, (case["name"], got, case["moslqo"])
 
 
 def test_corpus_pairs_match_visqol_python(tmp_path, music_clip, reference_labeller):
