@@ -351,7 +351,7 @@ class BatchedVisqolLabeller:
         for i, s in enumerate(sources[1:]):
             if len(s) <= self.window:
                 raise AudioError(f"degraded[{i}]", f"too short for ViSQOL ({len(s)} samples)")
-        specs = [self._spectrogram(s) for s in sources]
+        specs = self._spectrograms(sources)
         features = np.stack([self._pair_features(sources, specs, k + 1)
                              for k in range(len(degs))])
         mos = self.svr.predict(features)
@@ -383,6 +383,21 @@ class BatchedVisqolLabeller:
                 out.append(d[-lag:])
             else:
                 out.append(np.concatenate([np.zeros(lag), d]))
+        return out
+
+    def _spectrograms(self, sources: list[np.ndarray]) -> list[np.ndarray]:
+        """Spectrogram of each source, computed once per distinct signal (the clean item is
+        usually the reference itself: no lag, an SPL gain of exactly 1)."""
+        import hashlib
+
+        done: dict[tuple, np.ndarray] = {}
+        out = []
+        for x in sources:
+            key = (len(x), hashlib.blake2b(np.ascontiguousarray(x).view(np.uint8),
+                                           digest_size=16).digest())
+            if key not in done:
+                done[key] = self._spectrogram(x)
+            out.append(done[key])
         return out
 
     def _spectrogram(self, x: np.ndarray) -> np.ndarray:
