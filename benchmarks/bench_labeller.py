@@ -21,6 +21,9 @@ Parts (``--parts``, comma-separated):
   RSS before the call, and the peak of tracemalloc-tracked (numpy) allocations during the call.
 * ``profile``: cProfile of one batched ``score_many`` call on the second reference's excerpt
   (a whole 10 s excerpt): where the batched labeller's time goes, by function.
+* ``kernel``: the gammatone filterbank alone on the same 400 frames of a reference: visqol-python's
+  numba kernel (one band at a time) against ``visqol_kernels.frame_energies`` (bands
+  interleaved), both on one thread, best of three; and the largest difference of their values.
 * ``build``: ``build_corpus`` (code + decode + align + label + FLAC, jobs 1) of ``--build-refs``
   shared references, one ``--seconds`` excerpt each, with each labeller; prints whole-pipeline
   pairs/s per core beside labelling alone with visqol-python (pairs/s per core, from ``label``).
@@ -163,6 +166,41 @@ def build_with(labeller: str, refs: list[Path], seconds: float, grid: str, work:
     return {"pairs": result.num_items, "wall": wall, "timing": dict(result.timing)}
 
 
+def kernel_ratio(path: Path) -> None:
+    import numba
+    from visqol.numba_accel import _gammatone_spectrogram_numba
+
+    from deepaq.visqol_batched import BatchedVisqolLabeller
+    from deepaq.visqol_kernels import frame_energies
+
+    data, _ = sf.read(str(path), dtype="float64", always_2d=True)
+    x = np.ascontiguousarray(data.mean(axis=1))
+    lab = BatchedVisqolLabeller()
+    c, hann, frames = lab.coef, lab.hann, 400
+    b_stages = np.ascontiguousarray(np.stack([c[3 * s:3 * s + 3].T for s in range(4)]))
+    a_denom = np.ascontiguousarray(np.stack([np.ones(c.shape[1]), c[12], c[13]], axis=1))
+    starts = np.arange(frames, dtype=np.int64) * lab.hop
+    numba.set_num_threads(1)
+    runs = {"visqol-python kernel": lambda: _gammatone_spectrogram_numba(
+                x, hann, b_stages, a_denom, lab.window, lab.hop, c.shape[1], frames).T,
+            "frame_energies": lambda: frame_energies(x, starts, hann, c)}
+    best, values = {}, {}
+    for name, run in runs.items():
+        values[name] = run()  # compiled / loaded from cache
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - t0)
+        best[name] = min(times)
+    diff = np.abs(values["frame_energies"] - values["visqol-python kernel"]).max()
+    print(f"### Gammatone filterbank kernel, {frames} frames of {path.name}, one thread\n")
+    for name, t in best.items():
+        print(f"- {name}: {1e3 * t / frames:.3f} ms per frame")
+    print(f"- ratio {best['visqol-python kernel'] / best['frame_energies']:.2f}x; largest "
+          f"difference of the energies {diff:.2g}\n")
+
+
 def profile_batched(path: Path, seconds: float, grid: str) -> None:
     import cProfile
     import pstats
@@ -193,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--build-refs", type=int, default=10, help="references for the build part")
     ap.add_argument("--seconds", type=float, default=10.0, help="excerpt length")
     ap.add_argument("--grid", default=str(DEFAULT_GRID))
-    ap.add_argument("--parts", default="label,label2,memory,profile,build")
+    ap.add_argument("--parts", default="label,label2,memory,kernel,profile,build")
     ap.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.memory_child:
@@ -233,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"- peak RSS during the call {vals['rss_peak']} MiB, of which {vals['rss_before']} "
               f"MiB before it (Python, numpy, numba, torch, scipy, the audio); numpy "
               f"allocations during the call peaked at {vals['traced_peak']} MiB\n")
+    if "kernel" in parts:
+        kernel_ratio(refs[min(1, len(refs) - 1)])
     if "profile" in parts:
         profile_batched(shared_references(max(2, args.refs))[1], args.seconds, args.grid)
     if "build" in parts:

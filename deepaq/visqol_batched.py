@@ -386,19 +386,11 @@ class BatchedVisqolLabeller:
         return out
 
     def _spectrograms(self, sources: list[np.ndarray]) -> list[np.ndarray]:
-        """Spectrogram of each source, computed once per distinct signal (the clean item is
-        usually the reference itself: no lag, an SPL gain of exactly 1)."""
-        import hashlib
-
-        done: dict[tuple, np.ndarray] = {}
-        out = []
-        for x in sources:
-            key = (len(x), hashlib.blake2b(np.ascontiguousarray(x).view(np.uint8),
-                                           digest_size=16).digest())
-            if key not in done:
-                done[key] = self._spectrogram(x)
-            out.append(done[key])
-        return out
+        """Spectrogram of each source; an item equal to the reference (the clean item: no lag,
+        an SPL gain of exactly 1) shares the reference's."""
+        ref_spec = self._spectrogram(sources[0])
+        return [ref_spec] + [ref_spec if np.array_equal(x, sources[0]) else self._spectrogram(x)
+                             for x in sources[1:]]
 
     def _spectrogram(self, x: np.ndarray) -> np.ndarray:
         cols = 1 + (len(x) - self.window) // self.hop

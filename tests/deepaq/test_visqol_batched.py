@@ -159,3 +159,19 @@ def test_labellers_by_name_and_the_metric():
     assert "batched" in labeller_implementation("batched")
     assert isinstance(get_metric("visqol").labeller, BatchedVisqolLabeller)
     assert isinstance(get_metric("visqol", labeller="visqol-python").labeller, VisqolLabeller)
+
+
+def test_cli_refuses_a_cuda_labeller_without_cuda(tmp_path, capsys):
+    import torch
+
+    from data_prep.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["build", str(tmp_path), "-o", str(tmp_path / "c"), "--labeller-device",
+                 "cuda"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--labeller-device cuda" in err[0] and "CUDA" in err[0], err
+    assert main(["build", str(tmp_path), "-o", str(tmp_path / "c"), "--labeller",
+                 "visqol-python", "--labeller-device", "cuda"]) == 2
+    assert "needs --labeller batched" in capsys.readouterr().err
