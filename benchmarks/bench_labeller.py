@@ -21,6 +21,8 @@ Parts (``--parts``, comma-separated):
   RSS before the call, and the peak of tracemalloc-tracked (numpy) allocations during the call.
 * ``profile``: cProfile of one batched ``score_many`` call on the second reference's excerpt
   (a whole 10 s excerpt): where the batched labeller's time goes, by function.
+* ``conformance``: each upstream conformance case (``shared/.../cases.json``) scored by the
+  batched labeller from the files: its difference from the official value.
 * ``kernel``: the gammatone filterbank alone on the same 400 frames of a reference: visqol-python's
   numba kernel (one band at a time) against ``visqol_kernels.frame_energies`` (bands
   interleaved), both on one thread, best of three; and the largest difference of their values.
@@ -166,6 +168,22 @@ def build_with(labeller: str, refs: list[Path], seconds: float, grid: str, work:
     return {"pairs": result.num_items, "wall": wall, "timing": dict(result.timing)}
 
 
+def conformance() -> None:
+    import json
+
+    from deepaq.visqol_batched import BatchedVisqolLabeller
+
+    root = REPO.parent / "shared" / "data" / "visqol_conformance"
+    lab = BatchedVisqolLabeller()
+    print("### Upstream conformance, batched labeller\n")
+    print("| case | official | batched | difference |\n|---|---:|---:|---:|")
+    for case in json.loads((root / "cases.json").read_text())["cases"]:
+        got = lab.score_files(root / case["reference"], root / case["degraded"])
+        print(f"| {case['name']} | {case['moslqo']:.6f} | {got:.6f} | "
+              f"{got - case['moslqo']:+.2g} |")
+    print()
+
+
 def kernel_ratio(path: Path) -> None:
     import numba
     from visqol.numba_accel import _gammatone_spectrogram_numba
@@ -271,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"- peak RSS during the call {vals['rss_peak']} MiB, of which {vals['rss_before']} "
               f"MiB before it (Python, numpy, numba, torch, scipy, the audio); numpy "
               f"allocations during the call peaked at {vals['traced_peak']} MiB\n")
+    if "conformance" in parts:
+        conformance()
     if "kernel" in parts:
         kernel_ratio(refs[min(1, len(refs) - 1)])
     if "profile" in parts:
