@@ -2,8 +2,8 @@
 
 Why numba: the gammatone filterbank is a recursive (IIR) filter, a loop over samples that numpy
 cannot express without a Python-level loop, and the patch search is a nonlinear map over
-(patch, offset, band, frame) that numpy would materialise in memory. visqol-python already
-depends on numba; these kernels keep its operation order per band and per cell, so their values
+(patch, offset, band, frame) that numpy would materialise in memory. numba is a deepaq
+dependency already (visqol-python's fast path); these kernels keep its operation order per band and per cell, so their values
 match visqol-python's to the last bits (the filterbank) or to rounding (the patch search).
 """
 
