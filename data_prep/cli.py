@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="split fractions by source track")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--labels", choices=["visqol", "none"], default="visqol")
+    b.add_argument("--labeller", choices=["batched", "visqol-python"], default="batched",
+                   help="ViSQOL implementation: batched (default; one reference against all its "
+                        "conditions at once, labels within 1e-4 of visqol-python) or "
+                        "visqol-python (the reference implementation, pair by pair)")
+    b.add_argument("--labeller-device", choices=["cpu", "cuda"], default="cpu",
+                   help="where the batched labeller's heavy parts run (cuda: torch on the GPU)")
     b.add_argument("-j", "--jobs", type=int, default=1, help="worker processes")
     b.add_argument("--shard", type=parse_shard, default=None,
                    help="K/N: process every N-th excerpt starting at K (for job arrays); "
@@ -92,10 +98,19 @@ def _build(args) -> int:
 
     require("av", *(("numba", "visqol") if args.labels == "visqol" else ()))  # deepaq[prep]
 
+    if args.labeller_device == "cuda" and args.labels != "none":
+        if args.labeller != "batched":
+            raise ValueError("--labeller-device cuda needs --labeller batched")
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("--labeller-device cuda: CUDA is not available on this machine")
+
     cfg = CorpusConfig(excerpt_seconds=args.excerpt_seconds, hop_seconds=args.hop_seconds,
                        max_excerpts_per_track=args.max_excerpts_per_track, channels=args.channels,
                        silence_threshold_dbfs=args.silence_threshold_dbfs,
-                       splits=args.splits, seed=args.seed, labels=args.labels)
+                       splits=args.splits, seed=args.seed, labels=args.labels,
+                       labeller=args.labeller, labeller_device=args.labeller_device)
     if args.grid:
         cfg.grid = str(Path(args.grid).resolve())
     res = build_corpus(args.inputs, args.out, cfg, jobs=args.jobs, shard=args.shard,

@@ -1,8 +1,11 @@
-"""ViSQOL v3 MOS-LQO of a degraded signal against its reference: the corpus labeller and the metric.
+"""ViSQOL v3 MOS-LQO of a degraded signal against its reference: the reference implementation.
 
-The corpus is labelled with ViSQOL v3 in *audio mode* (48 kHz, 32 gammatone bands, SVR mapping),
-computed by ``visqol-python`` (a pure-Python port of google/visqol v3.3.3 that reproduces the
-upstream conformance values; see tests/deepaq/test_visqol.py). The expensive objects
+The corpus is labelled with ViSQOL v3 in *audio mode* (48 kHz, 32 gammatone bands, SVR mapping).
+:class:`VisqolLabeller` wraps ``visqol-python`` (a pure-Python port of google/visqol v3.3.3 that
+reproduces the upstream conformance values; see tests/deepaq/test_visqol.py), pair by pair; it
+is the reference implementation and ``deepaq-prep build --labeller visqol-python``. The default
+corpus labeller is :class:`deepaq.visqol_batched.BatchedVisqolLabeller`, the same algorithm
+batched over one reference's conditions (same scores; :func:`make_labeller` builds either). The expensive objects
 (filterbank, SVR model, numba kernels) are built once per :class:`VisqolLabeller` and reused, so a
 corpus worker keeps one labeller for its whole life.
 
@@ -24,7 +27,7 @@ pair when the machine was quiet (the conformance pairs), about 5 s per 10 s pair
 contention (load 8-10); numba's default of all threads was no faster there (5.1 vs 5.05 s median).
 Scoring many conditions against one reference (a corpus excerpt has 22) takes about 30 % less time
 with the spectrogram cache (:class:`SpectrogramCache`, on by default), which returns exactly what
-visqol-python would have recomputed; ``benchmarks/bench_visqol_cache.py`` measures it.
+visqol-python would have recomputed (the batched labeller goes further; see docs/labeller.md).
 The first call in a process costs more: in a fresh environment numba compiles the kernels (12 s
 quiet, 45 s under load) and caches them beside the package; later processes load that cache and
 their first pair is no slower than the rest. Call :meth:`VisqolLabeller.warmup` before timing.
@@ -158,23 +161,37 @@ class VisqolLabeller:
             raise AudioError(where, f"ViSQOL returned a non-finite score ({value})")
         return value
 
+    def score_many(self, reference: np.ndarray, degraded: list[np.ndarray],
+                   sample_rate: int = 48000) -> list[float]:
+        """``score`` of each degraded signal against one reference (the batched labeller's API)."""
+        ref = self._prepare(reference, sample_rate, "reference")
+        return [self._run(ref, self._prepare(d, sample_rate, f"degraded[{i}]"), None)
+                for i, d in enumerate(degraded)]
+
     def _prepare(self, x: np.ndarray, sample_rate: int, role: str,
                  path: str | os.PathLike | None = None) -> np.ndarray:
-        """Check one input and return it as mono float64 at the mode's rate."""
-        where = path if path is not None else role
-        x = check_audio(x, sample_rate, where)
-        if int(sample_rate) != self.sample_rate:
-            if not self.resample:
-                raise AudioError(where, f"sample rate {sample_rate} Hz, but ViSQOL {self.mode} "
-                                        f"mode needs {self.sample_rate} Hz (resampling disabled)")
-            x = resample(x, int(sample_rate), self.sample_rate)
-        mono = x.astype(np.float64).mean(axis=0)
-        level = rms_dbfs(mono)
-        if level < self.silence_dbfs:
-            shown = "-inf" if level == -math.inf else f"{level:.1f}"
-            raise AudioError(where, f"{role} is silent ({shown} dBFS < {self.silence_dbfs} dBFS "
-                                    f"after mono downmix); ViSQOL cannot score it")
-        return mono
+        return prepare_mono(x, sample_rate, self.sample_rate, self.mode, self.resample,
+                            self.silence_dbfs, role, path)
+
+
+def prepare_mono(x: np.ndarray, sample_rate: int, target_rate: int, mode: str, resample_: bool,
+                 silence_dbfs: float, role: str,
+                 path: str | os.PathLike | None = None) -> np.ndarray:
+    """Check one input and return it as mono float64 at ``target_rate`` (the mode's rate)."""
+    where = path if path is not None else role
+    x = check_audio(x, sample_rate, where)
+    if int(sample_rate) != target_rate:
+        if not resample_:
+            raise AudioError(where, f"sample rate {sample_rate} Hz, but ViSQOL {mode} "
+                                    f"mode needs {target_rate} Hz (resampling disabled)")
+        x = resample(x, int(sample_rate), target_rate)
+    mono = x.astype(np.float64).mean(axis=0)
+    level = rms_dbfs(mono)
+    if level < silence_dbfs:
+        shown = "-inf" if level == -math.inf else f"{level:.1f}"
+        raise AudioError(where, f"{role} is silent ({shown} dBFS < {silence_dbfs} dBFS "
+                                f"after mono downmix); ViSQOL cannot score it")
+    return mono
 
 
 class SpectrogramCache:
@@ -224,6 +241,37 @@ class SpectrogramCache:
             self._entries.move_to_end(key)
         # copies: the caller owns what it gets, as with a fresh build
         return Spectrogram(found.data.copy(), center_freq_bands=found.center_freq_bands.copy())
+
+
+#: Labeller names for ``deepaq-prep build --labeller`` and :func:`make_labeller`.
+LABELLERS = ("batched", "visqol-python")
+
+
+def make_labeller(name: str = "batched", device: str | None = "cpu"):
+    """The audio-mode corpus labeller by name: ``batched`` (:class:`~deepaq.visqol_batched.
+    BatchedVisqolLabeller`, numpy on ``cpu``, torch on any other device) or ``visqol-python``
+    (:class:`VisqolLabeller`, the reference implementation; CPU only). Both have ``score``,
+    ``score_many``, ``score_files``, ``info`` and ``warmup``."""
+    if name == "batched":
+        from deepaq.visqol_batched import BatchedVisqolLabeller
+
+        return BatchedVisqolLabeller(device=None if device in (None, "cpu") else device)
+    if name == "visqol-python":
+        if device not in (None, "cpu"):
+            raise ValueError(f"labeller visqol-python runs on the CPU only, not {device!r}")
+        return VisqolLabeller(mode="audio")
+    raise ValueError(f"labeller must be one of {', '.join(LABELLERS)}, got {name!r}")
+
+
+def labeller_implementation(name: str) -> str:
+    """Provenance string of a labeller (recorded in ``corpus.yaml``)."""
+    if name == "batched":
+        from deepaq.visqol_batched import BATCHED_IMPLEMENTATION
+
+        return BATCHED_IMPLEMENTATION
+    if name == "visqol-python":
+        return VISQOL_IMPLEMENTATION
+    raise ValueError(f"labeller must be one of {', '.join(LABELLERS)}, got {name!r}")
 
 
 def _default_svr_model() -> str:

@@ -30,11 +30,23 @@ def labeller():
     return lab
 
 
-def test_conformance_with_upstream_visqol(labeller, visqol_conformance_dir,
+@pytest.fixture(scope="module", params=["visqol-python", "batched"])
+def any_labeller(request, labeller):
+    """Both corpus labellers: visqol-python as wrapped, and the batched one (visqol_batched)."""
+    if request.param == "visqol-python":
+        return labeller
+    from deepaq.visqol import make_labeller
+
+    lab = make_labeller(request.param)
+    lab.warmup()
+    return lab
+
+
+def test_conformance_with_upstream_visqol(any_labeller, visqol_conformance_dir,
                                           visqol_conformance_case):
-    """Full-length pairs, as upstream runs them, scored from the files (one test per case)."""
+    """Full-length pairs, as upstream runs them, scored from the files, by both labellers."""
     case, folder = visqol_conformance_case, visqol_conformance_dir
-    got = labeller.score_files(folder / case["reference"], folder / case["degraded"])
+    got = any_labeller.score_files(folder / case["reference"], folder / case["degraded"])
     tol = LOOSER.get(case["name"], TOLERANCE)
     assert abs(got - case["moslqo"]) <= tol, (case["name"], got, case["moslqo"])
 
@@ -84,8 +96,8 @@ def test_channels_are_averaged_and_files_match_arrays(labeller, music_clip, tmp_
 
 
 def test_other_rates_are_resampled_or_refused(labeller, music_clip, mp3_code):
-    from deepaq.visqol import VisqolLabeller
     from deepaq.audio import resample
+    from deepaq.visqol import VisqolLabeller
 
     ref = music_clip("sopr", seconds=2.0)
     deg = mp3_code(ref, 32)
