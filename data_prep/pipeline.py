@@ -329,7 +329,7 @@ def _exit_with_parent(parent: int) -> None:
 CONFIG_KEY = "#config"  # the progress log's first record: the configuration it was built with
 
 
-def _labeller_version(cfg: CorpusConfig) -> str | None:
+def _labeller_implementation(cfg: CorpusConfig) -> str | None:
     if cfg.labels == "none":
         return None
     from deepaq.visqol import labeller_implementation
@@ -353,7 +353,8 @@ def resolved_config(cfg: CorpusConfig, grid: list, tracks: list[Track] | None = 
     saved["degradations"] = [f.as_dict() for f in load_families(cfg.grid)]
     saved.update(sample_rate=SAMPLE_RATE, label_decimals=LABEL_DECIMALS,
                  bitrate_label="measured kbps per channel",
-                 labeller_version=_labeller_version(cfg), codec_library=f"av {version('av')}")
+                 labeller_implementation=_labeller_implementation(cfg),
+                 codec_library=f"av {version('av')}")
     if tracks is not None:
         ids = "\n".join(f"{t.track_id}|{t.start_time}|{t.end_time}" for t in tracks)
         saved["tracks"] = {"count": len(tracks),

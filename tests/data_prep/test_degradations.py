@@ -308,3 +308,33 @@ def test_manifests_from_before_the_family_fields_read_as_codec_families(tmp_path
                 ("opus_032", "opus", 32.0, None, None)])]
     assert [r["condition"] for r in sort_rows(made)] == [
         "clean", "noise_pink_10", "noise_pink_20", "opus_032", "opus_064"]
+
+
+def test_family_labels_are_visqol_against_each_rows_own_reference(tmp_path):
+    """With ViSQOL labels, each row is labelled against the reference its row names: a separation
+    item against the target stem, every other item against the clean excerpt (the builder batches
+    an excerpt's items per reference)."""
+    import yaml
+
+    from data_prep.cli import main
+    from deepaq.manifest import read_manifest
+    from deepaq.visqol import VisqolLabeller
+
+    index = _render_with_stems(tmp_path / "render")
+    if index is None:
+        pytest.skip("music21 or fluidsynth missing: no stems to separate")
+    grid = {"codecs": {"mp3": {"encoder": "libmp3lame", "container": "mp3", "sample_rate": 48000,
+                               "bitrates_kbps": [64]}},
+            "degradations": {"noise_pink": {"levels": [10]}, "interference": {"levels": [6]}}}
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid))
+    out = tmp_path / "corpus"
+    assert main(["build", str(index), "-o", str(out), "--grid", str(tmp_path / "grid.yaml"),
+                 "--excerpt-seconds", "3", "--labels", "visqol", "-q"]) == 0
+    rows = {r["condition"]: r for r in read_manifest(out / "manifest.jsonl")}
+    assert set(rows) == {"clean", "mp3_064", "noise_pink_10", "interference_6"}
+    assert rows["interference_6"]["reference"] != rows["noise_pink_10"]["reference"]
+    plain = VisqolLabeller()          # the reference implementation, one pair at a time
+    for cond, row in rows.items():
+        want = plain.score_files(out / row["reference"], out / row["path"])
+        # the label was taken on the item before FLAC's 24-bit rounding
+        assert row["visqol"] == pytest.approx(want, abs=1e-3), cond
