@@ -15,8 +15,8 @@ that room:
 
 Inputs are band levels in dB above the floor (the ``gammatone`` backbone's), [B, F, C], with the
 valid frames [B, F]; the output is [B, K, C] for the K chosen features. ``ComparisonHead`` maps
-them to one distance per item: a bias-free ReLU layer then non-negative output weights, so the
-distance is >= 0 and exactly 0 when every feature is 0 (identical input).
+them to one distance per item, monotone in every feature, >= 0 and exactly 0 when every feature
+is 0 (identical input).
 """
 
 from __future__ import annotations
@@ -61,21 +61,32 @@ def comparison_features(ref: Tensor, deg: Tensor, valid: Tensor, features: list[
 
 
 class ComparisonHead(nn.Module):
-    """[B, K, C] features -> [B] distance: ReLU(W x) (no bias) -> softplus-weighted sum.
+    """[B, K, C] features -> [B] distance, monotone: more of any feature never lowers it.
 
-    Non-negative, and exactly 0 for all-zero features (identical files). ``hidden`` units; the
-    first layer starts non-negative and small, so the untrained head is a positive combination of
-    the features (a hand-made distance) that training reshapes.
+    d(x) = sum_i a_i x_i + sum_h v_h (ReLU(w_h . x + b_h) - ReLU(b_h)), with a, v, w >= 0
+    (softplus of the parameters). The features are >= 0, so d >= 0, d(0) = 0 exactly (identical
+    files), and d is non-decreasing in every feature: a degradation the training never showed
+    cannot be scored as better than the reference, which a free MLP can do (its ReLUs may all
+    be off on new inputs). The hidden units with negative biases are thresholds: damage counts
+    only beyond a level. ``hidden`` = 0 keeps only the linear part (band weights).
     """
 
     def __init__(self, num_features: int, num_bands: int, hidden: int = 16, seed: int = 0):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
-        self.first = nn.Parameter(torch.rand(hidden, num_features * num_bands, generator=g)
-                                  / (num_features * num_bands))
+        width = num_features * num_bands
+        self.linear = nn.Parameter(torch.zeros(width))
+        self.first = nn.Parameter(torch.randn(hidden, width, generator=g) - 2.0)
+        self.bias = nn.Parameter(-0.1 * torch.rand(hidden, generator=g))
         self.out_weights = nn.Parameter(torch.zeros(hidden))
 
     def forward(self, features: Tensor) -> Tensor:
         x = features.flatten(1).to(self.first.dtype)
-        hidden = torch.relu(x @ self.first.T)
-        return hidden @ torch.nn.functional.softplus(self.out_weights)
+        width = x.shape[1]
+        softplus = nn.functional.softplus
+        d = x @ softplus(self.linear) / width
+        if self.first.shape[0]:
+            w = softplus(self.first) / width
+            units = torch.relu(x @ w.T + self.bias) - torch.relu(self.bias)
+            d = d + units @ softplus(self.out_weights)
+        return d

@@ -83,7 +83,7 @@ class QualityModel(nn.Module):
             "compare" (per-band comparison features + a learned head; frame pooling, head "none").
         comparison: the features of ``distance="compare"`` (default all of
             ``deepaq.band_compare.FEATURES``).
-        compare_hidden: hidden units of the comparison head.
+        compare_hidden: hidden units of the comparison head (0: band weights only).
     """
 
     def __init__(self, backbone: str = "mert", backbone_args: dict | None = None,

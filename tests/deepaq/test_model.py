@@ -221,3 +221,22 @@ def test_compare_model_config_round_trips_and_rejects_bad_options(tmp_path, musi
         QualityModel(**{**COMPARE, "comparison": ["nsim", "loudness"]})
     with pytest.raises(ValueError, match="head='none'"):
         QualityModel(**{**COMPARE, "head": "linear", "embed_dim": 8})
+
+
+def test_comparison_head_is_monotone_in_every_feature(music_clip):
+    """More damage in any feature never lowers the distance, whatever the trained weights: a
+    degradation never seen in training cannot score better than the reference."""
+    from deepaq.band_compare import ComparisonHead
+
+    model = QualityModel(**COMPARE).eval()
+    clip = mono(music_clip(seconds=1.0), 48000)[None]
+    with torch.no_grad():
+        x = model.comparison_features(model(clip), model(clip + 0.02 * torch.randn_like(clip)))
+        for seed in range(3):
+            head = ComparisonHead(x.shape[1], x.shape[2], hidden=8, seed=seed)
+            g = torch.Generator().manual_seed(seed)
+            for p in head.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 2)
+            more = x + torch.rand(x.shape, generator=g) * x.mean() * (torch.rand(x.shape, generator=g) < 0.1)
+            assert float(head(torch.zeros_like(x))) == 0.0
+            assert float(head(more)) >= float(head(x)) > 0.0
