@@ -6,16 +6,16 @@ purpose.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.deepaq.test_default_checkpoint import assert_pinned
+
 CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "deepaq-small-3"
 MODEL_VERSION = "deepaq-small-3"
-# (conformance case, distance, lag): official ViSQOL pairs from ../shared, scored at the
-# defaults; the MP3 and AAC files keep their encoder delay, which the Scorer's alignment finds.
+# (conformance case, distance, lag), as for deepaq-small-2 in test_default_checkpoint.py
 PINNED = {
     "ravel_128kbps_opus": (0.05587603151798248, 0),
     "harpsichord_96kbps_mp3": (0.1612013429403305, 1105),
@@ -27,7 +27,6 @@ PINNED = {
 def scorer():
     from deepaq import Scorer
 
-    assert (CHECKPOINT / "config.yaml").is_file(), "deepaq-small-3 must ship"
     return Scorer.from_pretrained(CHECKPOINT, device="cpu")
 
 
@@ -42,14 +41,7 @@ def test_checkpoint_is_small_documented_and_needs_no_download():
 
 
 def test_pinned_scores(scorer, shared_audio_dir):
-    cases = {c["name"]: c for c in
-             json.loads((shared_audio_dir.parent / "cases.json").read_text())["cases"]}
-    for name, (expected, lag) in PINNED.items():
-        c = cases[name]
-        got = scorer.score(shared_audio_dir.parent / c["reference"],
-                           shared_audio_dir.parent / c["degraded"])
-        np.testing.assert_allclose(got.distance, expected, rtol=1e-4, err_msg=name)
-        assert got.lag_samples == lag, name
+    assert_pinned(scorer, shared_audio_dir, PINNED)
 
 
 def test_invariances_leave_the_calibrated_mos_within_0_1(scorer, music_clip):
