@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                                              "of {key, path, start_time?, end_time?}")
     b.add_argument("-o", "--out", required=True, help="corpus folder")
     b.add_argument("--grid", default=None, help="codec grid YAML (default: configs/data_prep/"
-                                                "default_grid.yaml, 3 codecs x 7 bitrates)")
+                                                "default_grid.yaml, 3 codecs x 7 bitrates); a "
+                                                "degradations: section adds distortion families "
+                                                "(configs/data_prep/families_grid.yaml)")
     b.add_argument("--excerpt-seconds", type=float, default=10.0)
     b.add_argument("--hop-seconds", type=float, default=None,
                    help="hop between excerpts (default: excerpt length, no overlap)")

@@ -12,7 +12,9 @@ apart - a weak label that needs no listening test and no reference metric.
 - ``OUT/manifest.jsonl``: one row per item in the corpus manifest schema (so ``deepaq fit`` reads
   it), with ``visqol`` and ``bitrate_label`` null (clean: "inf"), plus ``degradation``, ``level``,
   ``level_unit``, ``quality`` (the level oriented so that higher is better: ``level`` or
-  ``-level``; clean = "inf") and, for noise, ``snr_measured_db``;
+  ``-level``; clean and invariances = "inf"), for noise ``snr_measured_db``, and the corpus
+  schema's family fields (``family``, ``level_higher_is_better``, ``invariance``, measured
+  ``snr_db``/``cutoff_hz``, ...: ``deepaq.manifest.FAMILY_FIELDS``/``MEASURE_FIELDS``);
 - ``OUT/pairs.jsonl``: every pair of degraded versions of one excerpt with ``gap`` = |level a -
   level b| and ``label`` "within_jnd" (gap <= jnd) or "beyond_jnd".
 
@@ -33,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.degradations import get_degradation, power, register_noise_folder
+from data_prep.degradations import get_degradation, level_tag, power, register_noise_folder
+from deepaq.manifest import MEASURE_FIELDS
 from deepaq.records import write_jsonl
 
 SAMPLE_RATE = 48000
@@ -61,10 +64,6 @@ def parse_levels(text: str) -> list[float]:
         n = math.floor((stop - start) / step + 1e-9) + 1
         return [round(start + i * step, 6) for i in range(n)]
     return [float(v) for v in text.split(",") if v.strip()]
-
-
-def level_tag(level: float) -> str:
-    return f"{level:g}".replace("-", "m").replace(".", "p")
 
 
 def pair_label(level_a: float, level_b: float, jnd: float) -> str:
@@ -100,6 +99,9 @@ def build_jnd_corpus(inputs: list[str | os.PathLike], out_dir: str | os.PathLike
     )
 
     deg = get_degradation(cfg.degradation)
+    if deg.needs_others:
+        raise ValueError(f"{cfg.degradation}: separation families need stems; build them with "
+                         "'deepaq-prep build' and a degradations: grid section")
     jnd = float(cfg.jnd if cfg.jnd is not None else deg.jnd)
     if not cfg.levels:
         raise ValueError("need at least one level")
@@ -139,11 +141,15 @@ def build_jnd_corpus(inputs: list[str | os.PathLike], out_dir: str | os.PathLike
                 "delay_removed_samples": 0, "alignment_lag": 0, "sample_rate": SAMPLE_RATE,
                 "channels": int(clean.shape[0]), "num_samples": int(clean.shape[1]),
                 "reference": str(ref), "visqol": None, "degradation": cfg.degradation,
-                "level_unit": deg.unit}
+                "family": cfg.degradation, "level_unit": deg.unit,
+                "level_higher_is_better": deg.higher_is_better,
+                "invariance": deg.is_invariance, "mask_type": None, "target_stem": None,
+                **dict.fromkeys(MEASURE_FIELDS)}
         items.append({"key": f"{plan.excerpt_id}__clean", **base, "condition": "clean",
                       "bitrate_requested_kbps": math.inf, "bitrate_measured_kbps": math.inf,
                       "bitrate_label": math.inf, "path": str(ref), "level": None,
-                      "quality": math.inf})
+                      "quality": math.inf, "family": None, "level_unit": None,
+                      "level_higher_is_better": None, "invariance": False})
         mine = []
         for level, v in zip(cfg.levels, versions):
             cond = f"{cfg.degradation}_{level_tag(level)}"
@@ -151,7 +157,10 @@ def build_jnd_corpus(inputs: list[str | os.PathLike], out_dir: str | os.PathLike
             write_audio(out / rel, v, SAMPLE_RATE)
             row = {"key": f"{plan.excerpt_id}__{cond}", **base, "condition": cond,
                    "path": str(rel), "level": level,
-                   "quality": level if deg.higher_is_better else -level}
+                   "quality": (math.inf if deg.is_invariance
+                               else level if deg.higher_is_better else -level)}
+            if deg.measure is not None:  # measured after the common gain, as stored
+                row.update(deg.measure(clean, v, SAMPLE_RATE, level))
             if noise:
                 row["snr_measured_db"] = round(10 * math.log10(
                     power(clean) / max(power(v - clean), 1e-30)), 3)
