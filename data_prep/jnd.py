@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.degradations import get_degradation, power, register_noise_folder
+from data_prep.degradations import get_degradation, level_tag, power, register_noise_folder
 from deepaq.records import write_jsonl
 
 SAMPLE_RATE = 48000
@@ -61,10 +61,6 @@ def parse_levels(text: str) -> list[float]:
         n = math.floor((stop - start) / step + 1e-9) + 1
         return [round(start + i * step, 6) for i in range(n)]
     return [float(v) for v in text.split(",") if v.strip()]
-
-
-def level_tag(level: float) -> str:
-    return f"{level:g}".replace("-", "m").replace(".", "p")
 
 
 def pair_label(level_a: float, level_b: float, jnd: float) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from deepaq.manifest import condition_name, excerpt_id, make_row, write_manifest
+from data_prep.families import load_families
 from data_prep.sources import Track, discover
 from data_prep.splits import assign_splits
 from deepaq.audio import (
@@ -188,11 +189,11 @@ def process_excerpt(plan: ExcerptPlan, cfg: CorpusConfig, grid: list, out_dir: s
                   "split": plan.split, "sample_rate": SAMPLE_RATE, "channels": int(x.shape[0]),
                   "num_samples": int(x.shape[1]), "reference": ref_rel}
 
-    def label(deg: np.ndarray) -> float | None:
+    def label(deg: np.ndarray, ref: np.ndarray | None = None) -> float | None:
         if labeller is None:
             return None
         t1 = time.perf_counter()
-        value = float(labeller.score(x, deg, sample_rate=SAMPLE_RATE))
+        value = float(labeller.score(x if ref is None else ref, deg, sample_rate=SAMPLE_RATE))
         timing["visqol"] += time.perf_counter() - t1
         # ViSQOL differs run to run in the 14th digit (FFT/threading order); 6 decimals keeps
         # manifests byte-identical and is far below its 1e-4 conformance tolerance.
@@ -235,6 +236,27 @@ def process_excerpt(plan: ExcerptPlan, cfg: CorpusConfig, grid: list, out_dir: s
             delay_removed_samples=int(coded.delay_removed_samples),
             alignment_lag=int(coded.alignment_lag), path=rel, visqol=label(stored),
             **common))
+    families = load_families(cfg.grid)
+    if families:  # the grid's degradations: section (data_prep.families)
+        from data_prep.families import family_items, family_rows, load_stems
+
+        t1 = time.perf_counter()
+        try:
+            stems = load_stems(t.stems, plan.start, plan.seconds, x.shape[1], SAMPLE_RATE,
+                               lambda y: _keep_channels(y, cfg.channels)) if t.stems else None
+            items = family_items(x, SAMPLE_RATE, families, plan.excerpt_id, cfg.seed, stems,
+                                 list(t.stems))
+        except AudioError as exc:
+            stems, items = None, []
+            record["reject"] = {"key": plan.excerpt_id, "path": exc.path or t.path,
+                                "stage": "stems", "reason": exc.problem}
+        new, errors = family_rows(items, out, folder, common, lambda r, d: label(d, ref=r), x,
+                                  SAMPLE_RATE)
+        rows += new
+        for e in errors:
+            record["reject"] = {"key": f"{plan.excerpt_id}__{e['condition']}", "path": t.path,
+                                "stage": "family", "reason": e["reason"]}
+        timing["families"] += time.perf_counter() - t1
     record["rows"] = rows
     record["timing"] = {k: round(v, 4) for k, v in timing.items()}
     return record
@@ -283,6 +305,7 @@ def build_corpus(inputs: list[str | os.PathLike], out_dir: str | os.PathLike,
     tag = _tag(shard)
     saved = dataclasses.asdict(cfg)
     saved["grid"] = [dataclasses.asdict(s) for s in grid]
+    saved["degradations"] = [f.as_dict() for f in load_families(cfg.grid)]
     atomic_write_text(out / "corpus.yaml", yaml.safe_dump(saved, sort_keys=False))
 
     progress_path = out / ".progress" / f"excerpts{tag}.jsonl"

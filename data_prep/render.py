@@ -138,6 +138,7 @@ class RenderSettings:
     room_wet: float = 0.5              # reverberant share of the power
     noise_floor_db: float | None = None  # noise floor this far below the RMS level; None: none
     subtype: str = "PCM_24"
+    stems: bool = False                # also write each part as its own stem (they sum to the mix)
 
 
 # -- set-up checks ------------------------------------------------------------------------------
@@ -401,28 +402,71 @@ def _synthesise(midi_path: Path, settings: RenderSettings) -> np.ndarray:
     return np.ascontiguousarray(data.T, dtype=np.float32)
 
 
-def finish_audio(x: np.ndarray, settings: RenderSettings) -> np.ndarray:
+def finish_audio(x: np.ndarray, settings: RenderSettings,
+                 stems: list[np.ndarray] | None = None) -> np.ndarray | tuple:
     """Trim the leading silence, cut to ``max_seconds`` with a short fade, normalise the gain.
 
     Gain: scale to ``target_rms_dbfs`` unless that would push the peak over ``peak_dbfs``
     (then the peak sets the gain), so pieces sit at comparable loudness without clipping.
+    With ``stems`` (the parts of ``x``), all get the same trim, fade and gain (the peak ceiling
+    then holds for each of them too), and ``(mix, stems)`` is returned, the mix being the sum of
+    the finished stems, so that the stems sum to the mix.
     """
     from deepaq.audio import rms_dbfs
 
     loud = np.flatnonzero(np.abs(x).max(axis=0) > 10 ** (-60 / 20))
-    if loud.size:
-        x = x[:, max(0, loud[0] - int(0.01 * SAMPLE_RATE)):]
+    start = max(0, loud[0] - int(0.01 * SAMPLE_RATE)) if loud.size else 0
     cap = int(settings.max_seconds * SAMPLE_RATE)
-    if x.shape[1] > cap:
-        x = x[:, :cap].copy()
-        fade = int(0.05 * SAMPLE_RATE)
-        x[:, -fade:] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
+    fade = int(0.05 * SAMPLE_RATE)
+
+    def cut(y: np.ndarray) -> np.ndarray:
+        y = y[:, start:]
+        if y.shape[1] > cap:
+            y = y[:, :cap].copy()
+            y[:, -fade:] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
+        return y
+
+    x = cut(x)
+    parts = [cut(s) for s in stems] if stems is not None else []
     level = rms_dbfs(x)
-    peak = float(np.abs(x).max()) if x.size else 0.0
-    if not math.isfinite(level) or peak == 0.0:
-        return x
-    gain_db = min(settings.target_rms_dbfs - level, settings.peak_dbfs - 20 * math.log10(peak))
-    return (x * np.float32(10 ** (gain_db / 20))).astype(np.float32)
+    peak = max([float(np.abs(y).max()) if y.size else 0.0 for y in [x, *parts]])
+    gain = np.float32(1.0)
+    if math.isfinite(level) and peak > 0.0:
+        gain_db = min(settings.target_rms_dbfs - level,
+                      settings.peak_dbfs - 20 * math.log10(peak))
+        gain = np.float32(10 ** (gain_db / 20))
+    if stems is None:
+        return (x * gain).astype(np.float32)
+    parts = [(y * gain).astype(np.float32) for y in parts]
+    return np.sum(parts, axis=0, dtype=np.float32), parts
+
+
+def _stem_midis(mf, n_parts: int) -> list:
+    """One MidiFile per part: the conductor track (tempo, metre) and that part's track."""
+    from music21 import midi
+
+    out = []
+    for k in range(n_parts):
+        one = midi.MidiFile()
+        one.format = mf.format
+        one.ticksPerQuarterNote = mf.ticksPerQuarterNote
+        one.tracks = [mf.tracks[0], mf.tracks[k + 1]]
+        out.append(one)
+    return out
+
+
+def _write_midi(mf, path: Path) -> Path:
+    mf.open(str(path), "wb")
+    mf.write()
+    mf.close()
+    return path
+
+
+def stems_folder(out_path: str | os.PathLike) -> Path:
+    """Where the stems of ``.../audio/<key>.flac`` go: ``.../stems/<key>/`` (outside ``audio/``, so
+    that a folder input of ``audio/`` never mistakes a stem for a piece)."""
+    out_path = Path(out_path)
+    return out_path.parent.parent / "stems" / out_path.stem
 
 
 def _recorded(audio: np.ndarray, settings: RenderSettings, key: str) -> np.ndarray:
@@ -465,21 +509,38 @@ def render_piece(cand: Candidate, out_path: str | os.PathLike, settings: RenderS
             raise ValueError("score has no parts")
         ensemble, programs, pans = choose_instrumentation(n_parts, rng, settings.ensembles)
         mf = _midi_file(score, programs, pans)
-        midi_path = Path(tmp) / "piece.mid"
-        mf.open(str(midi_path), "wb")
-        mf.write()
-        mf.close()
-        audio = _synthesise(midi_path, settings)
+        stems = None
+        if settings.stems and len(mf.tracks) == n_parts + 1:
+            # each part rendered alone (same tempo track): the stems, and their sum is the mix
+            stems = [_synthesise(_write_midi(m, Path(tmp) / f"part{k}.mid"), settings)
+                     for k, m in enumerate(_stem_midis(mf, n_parts))]
+            n = max(y.shape[1] for y in stems)
+            stems = [np.pad(y, ((0, 0), (0, n - y.shape[1]))) for y in stems]
+            audio = np.sum(stems, axis=0, dtype=np.float32)
+        else:
+            if settings.stems:
+                raise ValueError(f"cannot split into stems: {len(mf.tracks) - 1} MIDI tracks "
+                                 f"for {n_parts} parts")
+            audio = _synthesise(_write_midi(mf, Path(tmp) / "piece.mid"), settings)
     raw_level = rms_dbfs(audio[:, :int(settings.max_seconds * SAMPLE_RATE)])
     if raw_level < settings.silence_dbfs:  # judged before normalisation, which would hide it
         shown = "-inf" if raw_level == -math.inf else f"{raw_level:.1f}"
         raise ValueError(f"silent render ({shown} dBFS < {settings.silence_dbfs} dBFS)")
-    audio = finish_audio(_recorded(audio, settings, cand.key), settings)
+    if stems is not None:
+        audio, stems = finish_audio(audio, settings, stems)  # no room/noise: render_corpus checks
+    else:
+        audio = finish_audio(_recorded(audio, settings, cand.key), settings)
     duration = audio.shape[1] / SAMPLE_RATE
     level = rms_dbfs(audio)
     if duration < settings.min_seconds:
         raise ValueError(f"render too short ({duration:.2f} s < {settings.min_seconds} s)")
     write_audio(out_path, audio, SAMPLE_RATE, subtype=settings.subtype)
+    stem_paths = []
+    if stems is not None:
+        folder = stems_folder(out_path)
+        for k, y in enumerate(stems):
+            write_audio(folder / f"{k:02d}.flac", y, SAMPLE_RATE, subtype=settings.subtype)
+            stem_paths.append(f"stems/{Path(out_path).stem}/{k:02d}.flac")
     from music21 import instrument as m21instrument
 
     names = []
@@ -501,7 +562,8 @@ def render_piece(cand: Candidate, out_path: str | os.PathLike, settings: RenderS
             "sample_rate": SAMPLE_RATE, "channels": int(audio.shape[0]),
             "rms_dbfs": round(level, 3), "peak": round(float(np.abs(audio).max()), 6),
             "room_rt60_s": settings.room_rt60_s, "room_wet": settings.room_wet,
-            "noise_floor_db": settings.noise_floor_db}
+            "noise_floor_db": settings.noise_floor_db,
+            **({"stems": stem_paths} if stems is not None else {})}
 
 
 def _render_job(cand: Candidate, out_path: str, settings: RenderSettings) -> dict:
@@ -527,7 +589,9 @@ def render_corpus(out_dir: str | os.PathLike, n_pieces: int = 50, max_seconds: f
     (corpus paths like ``bach/bwv66.6``) renders exactly those works instead of a seeded choice.
     Index rows: key, path (relative to ``out_dir``), title, composer, composer_id, source,
     tune_number, ensemble, programs, instruments, pans, duration, sample_rate, channels,
-    rms_dbfs, peak, room_rt60_s, room_wet, noise_floor_db.
+    rms_dbfs, peak, room_rt60_s, room_wet, noise_floor_db and, with ``stems=True``, ``stems``:
+    one FLAC per part (top part first) under ``out_dir/stems/<key>/``, relative to ``out_dir``,
+    that sum to the mix (``deepaq-prep build`` reads the column for the separation families).
     """
     from tqdm import tqdm
 
@@ -540,6 +604,9 @@ def render_corpus(out_dir: str | os.PathLike, n_pieces: int = 50, max_seconds: f
             raise ValueError(f"unknown ensemble(s) {bad}; choose from {', '.join(ENSEMBLES)}")
     settings = RenderSettings(max_seconds=float(max_seconds), seed=int(seed),
                               ensembles=tuple(ensembles or ENSEMBLES), **settings_kwargs)
+    if settings.stems and (settings.room_rt60_s > 0 or settings.noise_floor_db is not None):
+        raise ValueError("--stems cannot be combined with --room-rt60 or --noise-floor-db (the "
+                         "room and the noise floor do not split into parts that sum to the mix)")
     out_dir = Path(out_dir)
     (out_dir / "audio").mkdir(parents=True, exist_ok=True)
     if works:
@@ -563,6 +630,7 @@ def render_corpus(out_dir: str | os.PathLike, n_pieces: int = 50, max_seconds: f
             bar.update(1)
         elif result["ok"]:  # rendered in parallel but not needed any more
             (out_dir / rel_path(cand)).unlink(missing_ok=True)
+            shutil.rmtree(stems_folder(out_dir / rel_path(cand)), ignore_errors=True)
         else:
             rejects.append(result["reject"])
             bar.set_postfix(rejected=len(rejects))
@@ -639,6 +707,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add a noise floor this many dB below the RMS level (default: none); "
                         "real recordings have a room and a noise floor, and ViSQOL judges "
                         "codecs on them differently than on dry renders")
+    p.add_argument("--stems", action="store_true",
+                   help="also render each part alone into OUT/stems/<key>/NN.flac (listed in the "
+                        "index's 'stems' column); the mix is their sum. For the separation "
+                        "families of 'deepaq-prep build' (costs one synth run per part)")
     p.add_argument("--list", action="store_true", help="list the composers and exit")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
@@ -662,7 +734,7 @@ def main(argv: list[str] | None = None) -> int:
                               progress=not args.quiet, target_rms_dbfs=args.target_rms_dbfs,
                               timeout_s=args.timeout, subtype=f"PCM_{args.bit_depth}",
                               room_rt60_s=args.room_rt60, room_wet=args.room_wet,
-                              noise_floor_db=args.noise_floor_db)
+                              noise_floor_db=args.noise_floor_db, stems=args.stems)
     except (RenderSetupError, ImportError, ValueError) as exc:
         print(f"deepaq-prep render: {exc}", file=sys.stderr)
         return 2

@@ -23,6 +23,7 @@ class Track:
     path: str
     start_time: float | None = None
     end_time: float | None = None
+    stems: tuple[str, ...] = ()  # the parts that sum to it (separation families need them)
 
 
 def safe_id(text: str) -> str:
@@ -42,7 +43,8 @@ def _dedupe(tracks: list[Track]) -> list[Track]:
     for t in tracks:
         n = seen.get(t.track_id, 0)
         seen[t.track_id] = n + 1
-        out.append(t if n == 0 else Track(f"{t.track_id}-{n}", t.path, t.start_time, t.end_time))
+        out.append(t if n == 0 else Track(f"{t.track_id}-{n}", t.path, t.start_time, t.end_time,
+                                          t.stems))
     return out
 
 
@@ -57,8 +59,9 @@ def discover_folder(folder: str | os.PathLike) -> list[Track]:
 
 
 def discover_list(path: str | os.PathLike) -> list[Track]:
-    """Rows ``{"key", "path", "start_time"?, "end_time"?}``; relative paths are resolved against
-    the list file's folder."""
+    """Rows ``{"key", "path", "start_time"?, "end_time"?, "stems"?}``; relative paths (also
+    those of ``stems``, a list of the parts that sum to ``path``) are resolved against the list
+    file's folder."""
     path = Path(path)
     tracks = []
     for i, row in enumerate(read_table(path)):
@@ -70,9 +73,13 @@ def discover_list(path: str | os.PathLike) -> list[Track]:
         key = row.get("key") or audio.stem
         start = row.get("start_time")
         end = row.get("end_time")
+        stems = row.get("stems") or ()
+        if isinstance(stems, str):  # a CSV cell: paths separated by ';'
+            stems = [p for p in stems.split(";") if p.strip()]
+        stems = tuple(str(s if Path(s).is_absolute() else path.parent / s) for s in stems)
         tracks.append(Track(safe_id(str(key)), str(audio),
                             None if start in (None, "") else float(start),
-                            None if end in (None, "") else float(end)))
+                            None if end in (None, "") else float(end), stems))
     return _dedupe(tracks)
 
 

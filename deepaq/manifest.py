@@ -9,7 +9,8 @@ track_id                 source track key (splits are assigned per track)
 source_path              the source file as given
 start_time, end_time     excerpt position in the source, seconds
 split                    ``train`` | ``val`` | ``test``
-condition                ``clean`` or ``<codec>_<kbps:03d>``, e.g. ``opus_064``
+condition                ``clean``, ``<codec>_<kbps:03d>`` (e.g. ``opus_064``) or
+                         ``<family>_<level>`` (e.g. ``noise_pink_20``, ``gain_m6``)
 codec                    null | ``opus`` | ``mp3`` | ``aac``
 encoder                  null | FFmpeg encoder name (``libopus``, ``libmp3lame``, ``aac``)
 bitrate_requested_kbps   requested bitrate; ``"inf"`` for clean
@@ -25,7 +26,25 @@ path                     this item's audio (FLAC)
 reference                the clean excerpt's audio (FLAC)
 visqol                   ViSQOL v3 audio-mode MOS-LQO vs the reference (clean: vs itself);
                          null when the corpus was built with ``--labels none``
+family                   the weak label's family: the codec name for codec rows, a registered
+                         degradation (``data_prep.degradations``) for the others; null: clean
+level                    the family's control parameter (codecs: measured kbps); null: clean
+level_unit               its unit (``kbps``, ``dB SNR``, ``Hz``, ``mask corruption``, ...)
+level_higher_is_better   which way the level orders quality; null for invariances and clean
+invariance               true for a perceptually transparent change (gain, polarity, resampling
+                         round trip, small delay): it should score as clean; no level order
+mask_type                separation artefacts: the corrupted mask (``noisy``, ``smoothed``, ...)
+target_stem              separation rows: the target stem's source file (their ``reference`` is
+                         that stem's excerpt, not the mix)
+snr_db                   measured SNR of an additive noise family
+sdr_db, sir_db, sar_db   measured BSS-Eval-style ratios of the separation families
+cutoff_hz                measured band limit (-6 dB) of low-pass and resampling families
 =======================  ====================================================================
+
+Within one excerpt, the rows of one ``family`` (and one ``mask_type``) form a ladder ordered by
+``level`` in the direction of ``level_higher_is_better``; rows of different families are not
+ordered against each other. The family fields are null where they do not apply and may be absent
+from manifests written before they existed (:func:`read_manifest` fills them with null).
 
 Infinite values are stored as the JSON string ``"inf"``; read them with
 :func:`deepaq.records.parse_float`. Row order is canonical (see :func:`sort_rows`), so the same
@@ -41,13 +60,20 @@ from pathlib import Path
 
 from deepaq.records import parse_float, read_jsonl, write_jsonl
 
-FIELDS = (
+CORE_FIELDS = (
     "key", "excerpt_id", "track_id", "source_path", "start_time", "end_time", "split",
     "condition", "codec", "encoder", "bitrate_requested_kbps", "bitrate_measured_kbps",
     "bitrate_label", "coded_sample_rate", "delay_removed_samples", "alignment_lag",
     "sample_rate", "channels", "num_samples", "path", "reference", "visqol",
 )
-FLOAT_FIELDS = ("bitrate_requested_kbps", "bitrate_measured_kbps", "bitrate_label", "visqol")
+#: The weak label of a row: its family and control level (null for clean rows).
+FAMILY_FIELDS = ("family", "level", "level_unit", "level_higher_is_better", "invariance",
+                 "mask_type", "target_stem")
+#: Quantities measured on an item (null where they do not apply).
+MEASURE_FIELDS = ("snr_db", "sdr_db", "sir_db", "sar_db", "cutoff_hz")
+FIELDS = CORE_FIELDS + FAMILY_FIELDS + MEASURE_FIELDS
+FLOAT_FIELDS = ("bitrate_requested_kbps", "bitrate_measured_kbps", "bitrate_label", "visqol",
+                "snr_db", "sdr_db", "sir_db", "sar_db")
 #: Columns training needs on every row (other corpora, e.g. JND ones, may lack the rest).
 TRAINING_COLUMNS = ("key", "excerpt_id", "split", "condition", "path", "reference", "visqol",
                     "bitrate_label")
@@ -62,23 +88,42 @@ def excerpt_id(track_id: str, start_time: float) -> str:
 
 
 def _order(row: dict) -> tuple:
-    requested = parse_float(row.get("bitrate_requested_kbps"))
-    return (row["excerpt_id"], row["codec"] is not None, row["codec"] or "",
-            -1.0 if math.isinf(requested) else requested)
+    if row["codec"] is not None:
+        rank = parse_float(row.get("bitrate_requested_kbps"))
+    elif row.get("family") is not None:
+        rank = parse_float(row.get("level"))
+    else:
+        rank = -1.0
+    return (row["excerpt_id"], row["condition"] != "clean", row["codec"] or "",
+            row.get("family") or "", row.get("mask_type") or "",
+            -1.0 if math.isinf(rank) or math.isnan(rank) else rank, row["key"])
 
 
 def sort_rows(rows: list[dict]) -> list[dict]:
-    """Canonical order: by excerpt, then clean first, then codec name, then bitrate."""
+    """Canonical order: by excerpt, then clean first, then codec name and bitrate, then family
+    and level (the key breaks any tie)."""
     return sorted(rows, key=_order)
 
 
 def make_row(**fields) -> dict:
-    """A manifest row with the fields in schema order; refuses unknown or missing fields."""
-    missing = [f for f in FIELDS if f not in fields]
+    """A manifest row with the fields in schema order; refuses unknown or missing core fields.
+
+    Family and measured fields default to null; a codec row's family is its codec, its level
+    the measured bitrate (kbps, higher is better)."""
+    missing = [f for f in CORE_FIELDS if f not in fields]
     extra = [f for f in fields if f not in FIELDS]
     if missing or extra:
         raise ValueError(f"manifest row: missing {missing}, unknown {extra}")
-    return {f: fields[f] for f in FIELDS}
+    _codec_family(fields)
+    fields.setdefault("invariance", False)
+    return {f: fields.get(f) for f in FIELDS}
+
+
+def _codec_family(row: dict) -> None:
+    """A codec row is a ladder of its codec by measured bitrate."""
+    if row.get("codec") is not None and row.get("family") is None:
+        row.update(family=row["codec"], level=row["bitrate_label"], level_unit="kbps",
+                   level_higher_is_better=True)
 
 
 def write_manifest(path: str | os.PathLike, rows: list[dict]) -> Path:
@@ -92,7 +137,8 @@ def write_manifest(path: str | os.PathLike, rows: list[dict]) -> Path:
 
 def read_manifest(path: str | os.PathLike, split: str | Sequence[str] | None = None,
                   required: Sequence[str] = ()) -> list[dict]:
-    """Rows with float fields parsed (``"inf"`` -> ``math.inf``), optionally only some splits,
+    """Rows with float fields parsed (``"inf"`` -> ``math.inf``; a null measure stays None),
+    optionally only some splits,
     each checked for the ``required`` columns (training passes :data:`TRAINING_COLUMNS`)."""
     path = Path(path)
     if not path.is_file():
@@ -105,8 +151,11 @@ def read_manifest(path: str | os.PathLike, split: str | Sequence[str] | None = N
         missing = [c for c in required if c not in r]
         if missing:
             raise ValueError(f"{path}: row {i} ({r.get('key')!r}) lacks columns {missing}")
+        for f in FAMILY_FIELDS + MEASURE_FIELDS:
+            r.setdefault(f, None)
+        _codec_family(r)  # manifests written before the family fields existed
         for f in FLOAT_FIELDS:
-            if f in r:
+            if f in r and (r[f] is not None or f not in MEASURE_FIELDS):
                 r[f] = parse_float(r[f])
     return rows
 
@@ -136,7 +185,7 @@ def to_pairs(rows: list[dict], manifest_dir: str | os.PathLike, absolute: bool =
     base = Path(manifest_dir)
     out = []
     for r in rows:
-        if r["codec"] is None and not include_clean:
+        if r["condition"] == "clean" and not include_clean:
             continue
         ref, deg = base / r["reference"], base / r["path"]
         out.append({"key": r["key"],

@@ -125,3 +125,26 @@ def test_silent_render_is_rejected_and_recorded(monkeypatch, tmp_path):
     assert [r["key"] for r in rejects] == ["bach__bwv66.6"]
     assert "silent render" in rejects[0]["reason"]
     assert not list((tmp_path / "audio").glob("*.flac"))
+
+
+@needs_synth
+def test_stems_sum_to_the_mix(tmp_path):
+    """--stems renders each part alone; the mix written beside them is their sum."""
+    code = render.main([str(tmp_path), "--works", "bach/bwv66.6", "--max-seconds", "3",
+                        "--seed", "3", "--stems", "-q"])
+    assert code == 0
+    (row,) = read_jsonl(tmp_path / "index.jsonl")
+    assert row["stems"] == [f"stems/bach__bwv66.6/{k:02d}.flac" for k in range(4)]  # SATB
+    mix, _ = read_audio(tmp_path / row["path"])
+    stems = [read_audio(tmp_path / p)[0] for p in row["stems"]]
+    assert all(s.shape == mix.shape for s in stems)
+    # each of the n + 1 files is rounded to 24 bits (half an LSB, 2**-24, each): the sum of the
+    # read stems can differ from the read mix by at most (n + 1) / 2 LSB
+    bound = (len(stems) + 1) * 2.0 ** -24
+    assert np.abs(np.sum(stems, axis=0) - mix).max() <= bound
+    for s in stems:
+        assert rms_dbfs(s) > -45.0                    # every voice sounds in the excerpt
+    corr = np.corrcoef([s.mean(axis=0) for s in stems])
+    assert np.abs(corr[np.triu_indices(4, 1)]).max() < 0.9   # four different parts
+    assert render.main([str(tmp_path / "x"), "--works", "bach/bwv66.6", "--stems",
+                        "--room-rt60", "0.5", "-q"]) == 2
