@@ -81,6 +81,10 @@ class Row:
         self.spec = spec
         if spec.startswith("deepaq:"):
             self.tag = checkpoint_tag(spec.split(":", 1)[1])
+        elif spec == "deepaq":  # the shipped checkpoint: a new default gets its own cache
+            from deepaq.scoring import default_checkpoint_path
+
+            self.tag = checkpoint_tag(str(default_checkpoint_path()))
         else:
             self.tag = spec.replace(":", "-")
         self.cache_path = cache_dir / f"{self.tag}.jsonl"
@@ -88,7 +92,11 @@ class Row:
         if self.cache_path.exists():
             from deepaq.records import iter_jsonl
 
-            for r in iter_jsonl(self.cache_path, tolerate_torn_tail=True):
+            raw = self.cache_path.read_bytes()
+            if raw and not raw.endswith(b"\n"):  # a killed run's torn last line: cut it
+                with open(self.cache_path, "r+b") as f:
+                    f.truncate(raw.rfind(b"\n") + 1)
+            for r in iter_jsonl(self.cache_path):
                 self.cache[r["key"]] = r
         self.metric: Any = None
         self.error: str | None = None
@@ -146,8 +154,11 @@ def resolve_metrics(spec: str, checkpoints: list[str]) -> list[str]:
     from deepaq.metrics import available_metrics
 
     names = available_metrics() if spec == "all" else [s.strip() for s in spec.split(",") if s]
-    if "deepaq" not in names and spec == "all":
-        names.insert(0, "deepaq")
+    unknown = [n for n in names if n.split(":", 1)[0] not in available_metrics()]
+    if unknown:
+        raise ValueError(f"unknown {', '.join(unknown)}; available: {', '.join(available_metrics())}")
+    if spec == "all":  # the shipped model first
+        names = ["deepaq", *(n for n in names if n != "deepaq")]
     return names + [f"deepaq:{c}" for c in checkpoints]
 
 
@@ -271,9 +282,9 @@ def sanity_families(quick: bool) -> tuple[list[dict], list[str]]:
     return families, skipped
 
 
-def recordings(quick: bool) -> list[Path]:
-    paths = sorted(RECORDINGS.glob("*48_stereo.wav"))
-    return paths[:3] if quick else paths
+def recordings() -> list[Path]:
+    """All recordings, sorted; the interferer of recording i is recording i + 1 (wrapping)."""
+    return sorted(RECORDINGS.glob("*48_stereo.wav"))
 
 
 def item_key(rec: str, family: str, level: float, seconds: float, mask: str | None = None) -> str:
@@ -301,7 +312,7 @@ def make_item(fam: dict, level: float, k: int, clean: np.ndarray, other: np.ndar
 def sanity_plan(quick: bool, seconds: float) -> tuple[list[dict], list[dict], list[str], list[Path]]:
     """(families, items, skipped, recordings); an item: key, recording index, family index, level index."""
     families, skipped = sanity_families(quick)
-    recs = recordings(quick)
+    recs = recordings()
     items = []
     for ri, path in enumerate(recs):
         rec = path.name.replace("48_stereo.wav", "")
@@ -330,6 +341,8 @@ def run_sanity(rows: list[Row], quick: bool, seconds: float, cached_only: bool,
     from tqdm import tqdm
 
     families, items, skipped, recs = sanity_plan(quick, seconds)
+    if quick and max_recordings is None:
+        max_recordings = 3
     scored = [i for i in items if max_recordings is None or i["rec"] < max_recordings]
     todo = [] if cached_only else [r for r in rows if any(i["key"] not in r.cache for i in scored)]
     loaded = [r for r in todo if r.load()]
@@ -441,7 +454,8 @@ SHORT = {"bvrnn_n": "bvrnn n", "bvrnn_spearman": "bvrnn ρ", "bvrnn_pearson": "b
 
 
 def markdown(results: list[dict], columns: list[str]) -> str:
-    head = ["metric", *(SHORT.get(c, c.replace("tau_", "τ ")) for c in columns)]
+    head = ["metric", *(SHORT.get(c, c.replace("tau_", "τ ").replace("inv_", "Δ "))
+                        for c in columns)]
     lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * len(columns) + "|"]
     for r in results:
         cells = [r["metric"]] + [fmt(r.get(c), 1 if c == "pairs/s" and (r.get(c) or 0) >= 10
@@ -499,6 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         columns += ["bvrnn_n", "bvrnn_spearman", "bvrnn_pearson", "bvrnn_page_spearman"]
     if plan:
         columns += [f"tau_{f['name']}" for f in plan["families"] if f["kind"] != "invariance"]
+        columns += [f"inv_{f['name']}" for f in plan["families"] if f["kind"] == "invariance"]
         columns += ["worst_invariance", "sanity_recordings"]
         summary["skipped_families"] = plan["skipped"]
         summary["families"] = [{k: v for k, v in f.items() if k != "specs"} for f in plan["families"]]
@@ -518,8 +533,7 @@ def main(argv: list[str] | None = None) -> int:
             res["errors"] = len(errors)
             res["first_error"] = errors[0]
         results.append(res)
-    shown = [r for r in results if not (r.get("skipped") and all(
-        isinstance(r.get(c), float) and math.isnan(r[c]) or r.get(c) is None for c in columns))]
+    shown = [res for res, r in zip(results, rows) if not (res.get("skipped") and len(r.cache) <= 1)]
     print(markdown(shown, columns))
     for r in results:
         if r.get("skipped"):
