@@ -36,7 +36,7 @@ def test_registered():
     assert {"zimtohrli", "cdpam", "lsd", "snr", "si_sdr"} <= set(available_metrics())
 
 
-@pytest.mark.parametrize("name", ["lsd", "zimtohrli", "cdpam"])
+@pytest.mark.parametrize("name", ["lsd", "zimtohrli", pytest.param("cdpam", marks=pytest.mark.slow)])
 def test_spectral_metrics_order_mp3_bitrates(name, music_clip, mp3_code):
     metric = get_metric(name) if name == "lsd" else optional(name)
     seconds = 1.0 if name == "cdpam" else 2.0  # cdpam's waveform encoder is the slow one
