@@ -421,10 +421,11 @@ def cmd_fit(args: argparse.Namespace) -> None:
         print(f"| {r['design']} | {r['loss']} | "
               + " | ".join(f"{r.get(k, math.nan):.3f}" for k in keys) + " |")
     if args.export:
-        # selection on val only: mean family tau + invariance fraction; ViSQOL is not in it
-        # (it is the teacher whose blind spots issue 15 is about)
+        # selection on val only: mean family tau + invariance fraction + agreement with ViSQOL
+        # on the labelled val codec items (the coded-music target); docs/model_design.md
+        # reports what the criterion without the ViSQOL part picks
         def score(r):
-            return r["val_tau_mean"] + r["val_invariance"]
+            return r["val_tau_mean"] + r["val_invariance"] + r.get("val_visqol_spearman", 0.0)
         best = max(results, key=lambda t: score(t[0]))
         export(best, args, rows, sets["train"][1], visqol)
 
