@@ -298,3 +298,157 @@ class JNDContrastiveLoss(nn.Module):
     def forward(self, batch: dict, groups: Tensor, features: Tensor | None = None,
                 distances: Tensor | None = None) -> Tensor:
         return self.terms(batch, groups, features, distances)["loss"]
+
+
+def _column_values(batch: dict, column: str, size: int) -> list:
+    """A batch column as a Python list (tensors and lists both), with a clear error if absent."""
+    if column not in batch:
+        raise KeyError(f"column {column!r} not in the batch; add it to data.extra_columns")
+    values = batch[column]
+    values = values.tolist() if torch.is_tensor(values) else list(values)
+    if len(values) != size:
+        raise ValueError(f"column {column!r} has {len(values)} values for {size} items")
+    return values
+
+
+def _as_float(values: list) -> Tensor:
+    out = []
+    for v in values:
+        try:
+            out.append(float("nan") if v is None or v == "" else float(v))
+        except (TypeError, ValueError):
+            out.append(float("nan"))
+    return torch.tensor(out, dtype=torch.float64)
+
+
+class MultiLabelRankLoss(nn.Module):
+    """DeePAQ's ViSQOL + bitrate terms generalised to many distortion families with weak labels.
+
+    Each degraded item has a ``family`` (a distortion, a codec, or an invariance) and a ``level``
+    (its control parameter). d_i is the item's distance to its own reference (the first clean
+    item of its excerpt in the batch), divided by the batch mean (scale-free, as in
+    :class:`ReferenceRankLoss`); every term is a mean of logistic ranking losses
+    softplus((d_better - d_worse) / temperature) over the pairs it selects:
+
+    - ``family``: same excerpt, same family, levels ordered by ``higher_is_better[family]``
+      (levels differing by a factor > ``level_ratio`` when both are positive and the family is in
+      ``ratio_families``, e.g. bitrates; else by more than 0): each family's ladder in order.
+    - ``invariance``: same excerpt, an item of a family listed in ``invariances`` (gain, polarity,
+      ...) against every degraded item of that excerpt: transparent changes rank below the
+      mildest degradation; plus ``invariance_abs_weight`` x mean d of the invariance items
+      (pulls them towards the reference itself).
+    - ``cross``: all pairs (within and across excerpts) of degraded, non-invariance items whose
+      ``cross_label`` column (higher is better: ViSQOL, or a consensus of baselines) differs by
+      more than ``min_gap``: one scale across families. Skipped when the column is None or NaN.
+    - ``anchor``: same excerpt, the mildest level of each family against the harshest level of
+      every other family: a label-free way to put families on one scale.
+
+    Families not in ``higher_is_better`` or ``invariances`` raise an error (a silent default
+    would rank a ladder backwards). Reference items: ``coded`` False, or an empty family.
+    """
+
+    def __init__(self, higher_is_better: dict[str, bool], invariances: list[str] | None = None,
+                 temperature: float = 0.05, family_weight: float = 1.0,
+                 invariance_weight: float = 1.0, invariance_abs_weight: float = 0.0,
+                 cross_label: str | None = None, cross_weight: float = 0.0,
+                 min_gap: float = 0.02, anchor_weight: float = 0.0, level_ratio: float = 1.2,
+                 ratio_families: list[str] | None = None, family_column: str = "family",
+                 level_column: str = "level"):
+        super().__init__()
+        self.higher_is_better = {str(k): bool(v) for k, v in dict(higher_is_better).items()}
+        self.invariances = [str(f) for f in (invariances or [])]
+        overlap = set(self.invariances) & set(self.higher_is_better)
+        if overlap:
+            raise ValueError(f"families {sorted(overlap)} are both ladders and invariances")
+        self.temperature, self.min_gap = float(temperature), float(min_gap)
+        self.family_weight, self.invariance_weight = float(family_weight), float(invariance_weight)
+        self.invariance_abs_weight = float(invariance_abs_weight)
+        self.cross_label, self.cross_weight = cross_label, float(cross_weight)
+        self.anchor_weight, self.level_ratio = float(anchor_weight), float(level_ratio)
+        self.ratio_families = set(ratio_families or [])
+        self.family_column, self.level_column = family_column, level_column
+
+    def _pair_masks(self, family: list[str], level: Tensor, groups: Tensor, has_ref: Tensor,
+                    cross: Tensor | None) -> dict[str, Tensor]:
+        """Bool [B, B] masks per term: entry (i, j) means item i must be closer than item j."""
+        n = len(family)
+        device = groups.device
+        known = set(self.higher_is_better) | set(self.invariances)
+        unknown = sorted({f for f, ok in zip(family, has_ref.tolist()) if ok and f not in known})
+        if unknown:
+            raise ValueError(f"families {unknown} have no direction: list them in "
+                             "higher_is_better or invariances")
+        ids = {name: i for i, name in enumerate(sorted(set(family)))}
+        fam = torch.tensor([ids[f] for f in family], device=device)
+        inv = torch.tensor([f in self.invariances for f in family], device=device) & has_ref
+        ladder = has_ref & ~inv
+        sign = torch.tensor([1.0 if self.higher_is_better.get(f, True) else -1.0 for f in family],
+                            dtype=torch.float64, device=device)
+        level = level.to(device)
+        same = (groups[:, None] == groups[None, :]) & ladder[:, None] & ladder[None, :]
+        same_family = same & (fam[:, None] == fam[None, :])
+        goodness = sign * level                                     # higher = better, per family
+        ratio = torch.tensor([f in self.ratio_families for f in family], device=device)
+        by_ratio = (ratio[:, None] & (level[:, None] > 0) & (level[None, :] > 0))
+        hi, lo = torch.maximum(level[:, None], level[None, :]), torch.minimum(level[:, None],
+                                                                             level[None, :])
+        far = torch.where(by_ratio, hi > lo * self.level_ratio, hi > lo)
+        masks = {"family": same_family & (goodness[:, None] > goodness[None, :]) & far}
+        masks["invariance"] = ((groups[:, None] == groups[None, :]) & inv[:, None]
+                               & ladder[None, :])
+        if cross is not None:
+            cross = cross.to(device)
+            ok = ladder & torch.isfinite(cross)
+            masks["cross"] = ok[:, None] & ok[None, :] & (cross[:, None] > cross[None, :]
+                                                          + self.min_gap)
+        # anchor: per excerpt and family, the mildest level beats the harshest of every other one
+        g_fam = same_family | torch.eye(n, dtype=torch.bool, device=device) & ladder[:, None]
+        score = torch.where(ladder, goodness, torch.zeros_like(goodness))
+        big = torch.finfo(torch.float64).max
+        top = torch.where(g_fam, score[None, :], torch.full_like(g_fam, -big, dtype=torch.float64))
+        bottom = torch.where(g_fam, score[None, :], torch.full_like(g_fam, big, dtype=torch.float64))
+        best = ladder & (score >= top.amax(1))
+        worst = ladder & (score <= bottom.amin(1))
+        masks["anchor"] = (same & (fam[:, None] != fam[None, :]) & best[:, None] & worst[None, :])
+        return masks
+
+    def terms(self, features: Tensor, groups: Tensor, batch: dict,
+              model: nn.Module | None = None) -> dict[str, Tensor]:
+        n = features.shape[0]
+        device = features.device
+        groups = groups.to(device)
+        family = ["" if f is None else str(f) for f in _column_values(batch, self.family_column, n)]
+        level = _as_float(_column_values(batch, self.level_column, n))
+        if "coded" in batch:
+            coded = torch.as_tensor(batch["coded"], dtype=torch.bool).to(device)
+        else:
+            coded = torch.tensor([f != "" for f in family], device=device)
+        cross = None
+        if self.cross_label and self.cross_weight > 0:
+            cross = _as_float(_column_values(batch, self.cross_label, n))
+        d, has_ref = ReferenceRankLoss().reference_distances(features, groups, coded, model)
+        zero = features.sum() * 0.0
+        names = ("family", "invariance", "invariance_abs", "cross", "anchor")
+        out = dict.fromkeys(names, zero)
+        if int(has_ref.sum()) < 1:
+            out["loss"] = zero
+            return out
+        scale = d[has_ref].mean().clamp(min=1e-8)
+        d = d / scale
+        masks = self._pair_masks(family, level, groups, has_ref, cross)
+        pair_loss = torch.nn.functional.softplus((d[:, None] - d[None, :]) / self.temperature)
+        for name, sel in masks.items():
+            if bool(sel.any()):
+                out[name] = pair_loss[sel].mean()
+        inv = has_ref & torch.tensor([f in self.invariances for f in family], device=device)
+        if bool(inv.any()):
+            out["invariance_abs"] = d[inv].mean()
+        out["loss"] = (self.family_weight * out["family"]
+                       + self.invariance_weight * out["invariance"]
+                       + self.invariance_abs_weight * out["invariance_abs"]
+                       + self.cross_weight * out["cross"] + self.anchor_weight * out["anchor"])
+        return out
+
+    def forward(self, features: Tensor, groups: Tensor, batch: dict,
+                model: nn.Module | None = None) -> Tensor:
+        return self.terms(features, groups, batch, model)["loss"]

@@ -16,6 +16,12 @@ ViSQOL's NSIM (``deepaq.nsim``) and weighs each channel's dissimilarity 1 - NSIM
 non-negative weight: d = sum_c softplus(w_c) (1 - NSIM_c) / sum_c softplus(w_c). With ``head="none"``
 the embedding is the chosen hidden states themselves (no ReLU/Linear), which keeps a band
 spectrogram backbone's channels in frequency order, as NSIM's window needs.
+
+``distance="compare"`` (frame pooling, ``head="none"``) computes several per-band comparison
+features at once (``comparison``: NSIM, log-spectral difference, level deficit and excess, envelope
+modulation; ``deepaq.band_compare``) and maps them with a small learned head
+(``ComparisonHead``, ``compare_hidden`` units) to a distance that is >= 0 and exactly 0 for
+identical inputs. ``comparison_features`` gives the head's input, so a trainer can cache it.
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ logger = logging.getLogger(__name__)
 
 POOLINGS = ("mean", "frame")
 HEADS = ("linear", "none")
-DISTANCES = ("l2", "nsim")
+DISTANCES = ("l2", "nsim", "compare")
+DEFAULT_COMPARISON = ("nsim", "abs_diff", "deficit", "excess", "modulation")
 LORA_KEYS = {"r", "alpha", "dropout", "target_modules"}
 DEFAULT_LORA = {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}
 
@@ -72,21 +79,32 @@ class QualityModel(nn.Module):
             included, is frozen.
         head: "linear" (ReLU -> Linear(embed_dim), DeePAQ's) or "none" (the hidden states are the
             embedding; ``embed_dim`` must then be None or their total width).
-        distance: "l2" or "nsim" (per-channel NSIM with learned channel weights; frame pooling).
+        distance: "l2", "nsim" (per-channel NSIM with learned channel weights; frame pooling) or
+            "compare" (per-band comparison features + a learned head; frame pooling, head "none").
+        comparison: the features of ``distance="compare"`` (default all of
+            ``deepaq.band_compare.FEATURES``).
+        compare_hidden: hidden units of the comparison head (0: band weights only).
     """
 
     def __init__(self, backbone: str = "mert", backbone_args: dict | None = None,
                  layers: list[int] | None = None, embed_dim: int = 256, pooling: str = "mean",
                  lora: dict | None = None, freeze_feature_encoder: bool = True,
                  gradient_checkpointing: bool = False, freeze_backbone: bool = False,
-                 head: str = "linear", distance: str = "l2"):
+                 head: str = "linear", distance: str = "l2",
+                 comparison: list[str] | None = None, compare_hidden: int = 16):
         super().__init__()
         for name, value, allowed in (("pooling", pooling, POOLINGS), ("head", head, HEADS),
                                      ("distance", distance, DISTANCES)):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-        if distance == "nsim" and pooling != "frame":
-            raise ValueError("distance='nsim' compares frame sequences: it needs pooling='frame'")
+        if distance in ("nsim", "compare") and pooling != "frame":
+            raise ValueError(f"distance={distance!r} compares frame sequences: it needs "
+                             "pooling='frame'")
+        if distance == "compare" and head != "none":
+            raise ValueError("distance='compare' compares band levels: it needs head='none'")
+        if comparison is not None and distance != "compare":
+            raise ValueError("comparison is an option of distance='compare'")
+        comparison = list(DEFAULT_COMPARISON if comparison is None else comparison)
         self._config = _yamlable({
             "backbone": backbone, "backbone_args": copy.deepcopy(dict(backbone_args or {})),
             "layers": None if layers is None else [int(i) for i in layers],
@@ -97,6 +115,8 @@ class QualityModel(nn.Module):
             "freeze_backbone": bool(freeze_backbone),
             "head": head, "distance": distance,
         })
+        if distance == "compare":
+            self._config.update(comparison=comparison, compare_hidden=int(compare_hidden))
         self.backbone = build_backbone(backbone, **(backbone_args or {}))
         n = self.backbone.num_layers_out
         chosen = list(range(n)) if layers is None else list(layers)
@@ -124,6 +144,17 @@ class QualityModel(nn.Module):
         # NSIM distance: one learned weight per channel (softplus(0) for all = equal weights)
         self.channel_weights = (nn.Parameter(torch.zeros(self.embed_dim))
                                 if distance == "nsim" else None)
+        self.comparison = comparison if distance == "compare" else None
+        self.compare_head = None
+        if distance == "compare":
+            from deepaq.band_compare import FEATURES, ComparisonHead
+
+            unknown = sorted(set(comparison) - set(FEATURES))
+            if unknown or not comparison:
+                raise ValueError(f"comparison must be a non-empty list of {FEATURES}, "
+                                 f"got {comparison}")
+            self.compare_head = ComparisonHead(len(comparison), self.embed_dim,
+                                               int(compare_hidden))
 
         if lora is not None:
             self._apply_lora(lora)
@@ -217,15 +248,9 @@ class QualityModel(nn.Module):
         """
         if a.dim() == 2:
             return torch.linalg.vector_norm(a - b, dim=-1)
-        frames = min(a.shape[1], b.shape[1])
-        a, b = a[:, :frames], b[:, :frames]
-        if frame_lengths is not None:
-            valid = (torch.arange(frames, device=a.device)[None, :]
-                     < frame_lengths.to(a.device)[:, None])
-        elif self.distance_kind == "nsim":
-            valid = (a.abs().amax(-1) > 0) | (b.abs().amax(-1) > 0)
-        else:
-            valid = (a.abs().amax(-1) > 0) & (b.abs().amax(-1) > 0)
+        if self.distance_kind == "compare":
+            return self.compare_head(self.comparison_features(a, b, frame_lengths))
+        a, b, valid = self._common_frames(a, b, frame_lengths)
         if self.distance_kind == "nsim":
             from deepaq.nsim import channel_nsim
 
@@ -235,3 +260,25 @@ class QualityModel(nn.Module):
         per_frame = torch.linalg.vector_norm(a - b, dim=-1)                        # [B, F]
         valid = valid.to(per_frame.dtype)
         return (per_frame * valid).sum(1) / valid.sum(1).clamp(min=1)
+
+    def comparison_features(self, a: Tensor, b: Tensor,
+                            frame_lengths: Tensor | None = None) -> Tensor:
+        """``distance="compare"``: the head's input [B, K, C] (reference ``a``, degraded ``b``)."""
+        from deepaq.band_compare import comparison_features
+
+        a, b, valid = self._common_frames(a, b, frame_lengths)
+        return comparison_features(a, b, valid, self.comparison, self.channel_blocks)
+
+    def _common_frames(self, a: Tensor, b: Tensor,
+                       frame_lengths: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """The common leading frames of two frame sequences and which of them are valid."""
+        frames = min(a.shape[1], b.shape[1])
+        a, b = a[:, :frames], b[:, :frames]
+        if frame_lengths is not None:
+            valid = (torch.arange(frames, device=a.device)[None, :]
+                     < frame_lengths.to(a.device)[:, None])
+        elif self.distance_kind in ("nsim", "compare"):
+            valid = (a.abs().amax(-1) > 0) | (b.abs().amax(-1) > 0)
+        else:
+            valid = (a.abs().amax(-1) > 0) & (b.abs().amax(-1) > 0)
+        return a, b, valid

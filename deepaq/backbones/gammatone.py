@@ -16,6 +16,10 @@ jointly), so each clip has an embedding of its own; the result is shifted so the
 Several resolutions can be stacked (``windows``/``bands``): each is one hidden state, all share
 ``hop_length`` and are centred on the same instants (the longest window decides how many frames a
 clip has), so frame ``t`` of every hidden state describes the same moment.
+
+``level_dbfs`` (optional) first scales each clip to that RMS level (over its valid samples):
+the global level alignment ViSQOL does before comparing, per clip so that each clip keeps an
+embedding of its own. A gain change of the whole file then leaves the embedding unchanged.
 """
 
 from __future__ import annotations
@@ -80,6 +84,19 @@ class GammatoneBands(nn.Module):
         return level - self.floor_db
 
 
+def normalise_level(wave: Tensor, lengths: Tensor, level_dbfs: float) -> Tensor:
+    """Scale each clip of [B, T] so the RMS of its first ``lengths[b]`` samples is ``level_dbfs``.
+
+    Digital silence stays silent (no gain)."""
+    samples = torch.arange(wave.shape[1], device=wave.device)[None, :] < lengths[:, None]
+    mask = samples.to(wave.dtype)
+    power = (wave.float() ** 2 * mask).sum(1) / lengths.clamp(min=1).to(torch.float32)
+    target = 10.0 ** (level_dbfs / 10.0)
+    gain = torch.where(power > 1e-20, (target / power.clamp(min=1e-20)).sqrt(),
+                       torch.ones_like(power))
+    return wave * gain[:, None].to(wave.dtype)
+
+
 class GammatoneSpectrogram(nn.Module):
     """Backbone: one ViSQOL-style band spectrogram per resolution; each is a hidden state.
 
@@ -90,12 +107,13 @@ class GammatoneSpectrogram(nn.Module):
         hop_length: frame hop shared by every resolution (960 = ViSQOL's 20 ms).
         f_min, f_max: band centre range (Hz); ``f_max`` None = Nyquist.
         floor_db, range_db: absolute floor and floor below each frame's peak (ViSQOL: -45, 45).
+        level_dbfs: scale each clip to this RMS level (dBFS) first; None = as given.
     """
 
     def __init__(self, sample_rate: int = 48000, windows: list[int] | tuple[int, ...] = (3840,),
                  bands: list[int] | tuple[int, ...] = (32,), hop_length: int = 960,
                  f_min: float = 50.0, f_max: float | None = None, floor_db: float = -45.0,
-                 range_db: float = 45.0):
+                 range_db: float = 45.0, level_dbfs: float | None = None):
         super().__init__()
         windows, bands = [int(w) for w in windows], [int(b) for b in bands]
         if not windows or len(windows) != len(bands):
@@ -112,6 +130,7 @@ class GammatoneSpectrogram(nn.Module):
         self.num_layers_out = len(bands)
         self.hidden_size = bands[-1]
         self.pretrained_path = None
+        self.level_dbfs = None if level_dbfs is None else float(level_dbfs)
 
     def frame_lengths(self, lengths: Tensor) -> Tensor:
         return torch.clamp(torch.div(lengths - self.max_window, self.hop_length,
@@ -127,6 +146,8 @@ class GammatoneSpectrogram(nn.Module):
             raise ValueError(f"clip too short for a {self.max_window}-sample window: "
                              f"{int(lengths.min())} samples")
         count = int(frames.max())
+        if self.level_dbfs is not None:
+            wave = normalise_level(wave, lengths, self.level_dbfs)
         valid = (torch.arange(count, device=wave.device)[None, :] < frames[:, None])[..., None]
         hidden = [res(wave, count) * valid.to(wave.dtype) for res in self.resolutions]
         return hidden, frames

@@ -59,6 +59,11 @@ _BUILTINS: dict[str, tuple[str, str | None]] = {
     "peaq_odg": ("deepaq.metrics.peaq:PEAQMetric", None),
     "2f": ("deepaq.metrics.twof:TwoFMetric", None),
     "haaqi": ("deepaq.metrics.haaqi:HAAQIMetric", None),
+    "zimtohrli": ("deepaq.metrics.zimtohrli:ZimtohrliMetric", None),
+    "cdpam": ("deepaq.metrics.cdpam:CdpamMetric", None),
+    "lsd": ("deepaq.metrics.lsd:LsdMetric", None),
+    "snr": ("deepaq.metrics.waveform:SnrMetric", None),
+    "si_sdr": ("deepaq.metrics.waveform:SiSdrMetric", None),
 }
 
 

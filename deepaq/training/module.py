@@ -208,8 +208,8 @@ class DeePAQModule(pl.LightningModule):
 
     def _check_cacheable(self, dm: Any) -> None:
         """cache_embeddings is only exact for a parameter-free embedding of fixed clips."""
-        learned = [name for name, p in self.model.named_parameters()
-                   if p.requires_grad and name != "channel_weights"]
+        learned = [name for name, p in self.model.named_parameters()   # the distance may learn
+                   if p.requires_grad and name.startswith(("backbone.", "head."))]
         if learned:
             raise ValueError(f"cache_embeddings: the embedding has trainable parameters "
                              f"({', '.join(learned[:3])}, ...); it would go stale")

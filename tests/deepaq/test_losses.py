@@ -184,3 +184,103 @@ def test_reference_rank_bitrate_term_orders_one_codecs_bitrates():
     off = ReferenceRankLoss(temperature=0.2).terms(follows_visqol, visqol, groups, bitrate,
                                                    codec=codec)
     assert float(b["loss"]) == pytest.approx(float(off["loss"]) + float(b["bitrate"]), rel=1e-6)
+
+
+# -- MultiLabelRankLoss: each term against a direct loop over the pairs it names ---------------
+
+def _multilabel_batch(seed: int):
+    """Two excerpts: clean + a 3-level noise ladder (SNR, higher better) + a 3-level clipping
+    ladder (dB, higher worse) + two gain invariance items; random features, ViSQOL-like labels."""
+    g = torch.Generator().manual_seed(seed)
+    family, level = [], []
+    for _ in range(2):
+        family += ["", "noise", "noise", "noise", "clip", "clip", "clip", "gain", "gain"]
+        level += [math.nan, 30.0, 20.0, 10.0, 3.0, 10.0, 20.0, -6.0, 6.0]
+    groups = torch.tensor([0] * 9 + [1] * 9)
+    coded = torch.tensor([f != "" for f in family])
+    features = torch.randn(18, 5, generator=g, dtype=torch.float64).requires_grad_(True)
+    visqol = torch.rand(18, generator=g, dtype=torch.float64) * 4 + 1
+    visqol[3] = float("nan")                                     # an unlabelled item
+    batch = {"family": family, "level": level, "coded": coded, "visqol": visqol.tolist()}
+    return features, groups, batch
+
+
+def _loop_multilabel(d, groups, batch, t, up, inv, min_gap):
+    """Every term as a literal double loop (d: each item's distance to its own reference)."""
+    fam, lev, vis = batch["family"], batch["level"], batch["visqol"]
+    g = groups.tolist()
+    n = len(fam)
+    deg = [i for i in range(n) if fam[i]]
+    mean = sum(d[i] for i in deg) / len(deg)
+    dn = [x / mean for x in d]
+
+    def sp(x):
+        return math.log1p(math.exp(x))
+
+    def good(i):
+        return lev[i] if up[fam[i]] else -lev[i]
+
+    ladder = [i for i in deg if fam[i] not in inv]
+    terms = {k: [] for k in ("family", "invariance", "cross", "anchor")}
+    for i in ladder:
+        for j in ladder:
+            pair = sp((dn[i] - dn[j]) / t)
+            if g[i] == g[j] and fam[i] == fam[j] and good(i) > good(j):
+                terms["family"].append(pair)
+            if vis[i] > vis[j] + min_gap:                     # NaN compares False
+                terms["cross"].append(pair)
+            same_fam = [k for k in ladder if g[k] == g[i] and fam[k] == fam[i]]
+            other = [k for k in ladder if g[k] == g[j] and fam[k] == fam[j]]
+            if (g[i] == g[j] and fam[i] != fam[j] and good(i) == max(good(k) for k in same_fam)
+                    and good(j) == min(good(k) for k in other)):
+                terms["anchor"].append(pair)
+    for i in deg:
+        if fam[i] in inv:
+            for j in ladder:
+                if g[i] == g[j]:
+                    terms["invariance"].append(sp((dn[i] - dn[j]) / t))
+    out = {k: sum(v) / len(v) for k, v in terms.items()}
+    out["invariance_abs"] = sum(dn[i] for i in deg if fam[i] in inv) / sum(
+        1 for i in deg if fam[i] in inv)
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_multilabel_rank_loss_terms_match_a_direct_loop(seed):
+    from deepaq.losses import MultiLabelRankLoss
+
+    features, groups, batch = _multilabel_batch(seed)
+    up = {"noise": True, "clip": False}
+    loss = MultiLabelRankLoss(up, invariances=["gain"], temperature=0.3, family_weight=1.0,
+                              invariance_weight=2.0, invariance_abs_weight=0.5,
+                              cross_label="visqol", cross_weight=0.7, min_gap=0.1,
+                              anchor_weight=1.5)
+    out = loss.terms(features, groups, batch)
+    refs = [0] * 9 + [9] * 9
+    d = [math.sqrt(sum((a - b) ** 2 for a, b in zip(features[i].tolist(),
+                                                    features[refs[i]].tolist())))
+         for i in range(18)]
+    want = _loop_multilabel(d, groups, batch, 0.3, up, ["gain"], 0.1)
+    for name, value in want.items():
+        assert out[name].item() == pytest.approx(value, rel=1e-9), name
+    total = (want["family"] + 2.0 * want["invariance"] + 0.5 * want["invariance_abs"]
+             + 0.7 * want["cross"] + 1.5 * want["anchor"])
+    assert out["loss"].item() == pytest.approx(total, rel=1e-9)
+    out["loss"].backward()
+    assert torch.isfinite(features.grad).all() and features.grad.abs().sum() > 0
+
+
+def test_multilabel_rank_loss_ladders_point_the_registry_way_and_reject_unknown_families():
+    from deepaq.losses import MultiLabelRankLoss
+
+    # distances that follow each ladder (noise: lower SNR farther; clip: more dB farther)
+    family = ["", "noise", "noise", "clip", "clip"]
+    level = [math.nan, 30.0, 10.0, 3.0, 20.0]
+    right = torch.tensor([[0.0], [1.0], [3.0], [1.0], [3.0]])
+    wrong = torch.tensor([[0.0], [3.0], [1.0], [3.0], [1.0]])
+    groups = torch.zeros(5, dtype=torch.long)
+    batch = {"family": family, "level": level}
+    loss = MultiLabelRankLoss({"noise": True, "clip": False}, temperature=0.1)
+    assert loss(right, groups, batch) < loss(wrong, groups, batch)
+    with pytest.raises(ValueError, match="no direction"):
+        MultiLabelRankLoss({"noise": True})(right, groups, batch)

@@ -172,3 +172,71 @@ def test_logmel_cnn_hidden_states():
     assert sum(p.numel() for p in backbone.parameters()) < 5000
     with pytest.raises(ValueError, match="too short"):
         backbone(torch.randn(1, 1000))
+
+
+# -- distance="compare": per-band comparison features + a learned head ---------------------------
+
+COMPARE = {"backbone": "gammatone", "backbone_args": {"windows": [3840, 2048], "bands": [32, 64],
+                                                      "level_dbfs": -20.0},
+           "embed_dim": None, "head": "none", "pooling": "frame", "distance": "compare"}
+
+
+def test_compare_distance_is_zero_for_identical_gain_free_and_grows_with_noise(music_clip):
+    from data_prep.degradations import get_degradation
+
+    model = QualityModel(**COMPARE).eval()
+    clip = music_clip(seconds=2.0)
+    ref = mono(clip, 48000)[None]
+    rng = np.random.default_rng(0)
+    noisy = [mono(get_degradation("noise_pink")(clip, 48000, snr, rng), 48000)
+             for snr in (40.0, 25.0, 10.0)]
+    with torch.no_grad():
+        r = model(ref)
+        d_same = model.distance(r, model(ref.clone()))
+        d_gain = model.distance(r, model(ref * 10 ** (-6 / 20)))
+        d_noise = [float(model.distance(r, model(x[None]))) for x in noisy]
+        feats = model.comparison_features(r, model(noisy[-1][None]))
+    assert float(d_same) == 0.0                       # exactly 0: a bias-free ReLU head
+    assert abs(float(d_gain)) < 1e-3 * d_noise[0]     # level alignment: 6 dB quieter is clean
+    assert d_noise[0] < d_noise[1] < d_noise[2]       # the untrained head is already monotone
+    # noise adds energy: the excess feature outweighs the deficit one in every resolution
+    excess, deficit = feats[0, 3].sum(), feats[0, 2].sum()
+    assert excess > 5 * deficit
+
+
+def test_compare_model_config_round_trips_and_rejects_bad_options(tmp_path, music_clip):
+    from deepaq.checkpoint import load_checkpoint, save_checkpoint
+
+    model = QualityModel(**COMPARE, comparison=["nsim", "deficit", "excess"], compare_hidden=4)
+    with torch.no_grad():
+        model.compare_head.out_weights.normal_()
+    save_checkpoint(model.eval(), tmp_path / "ck")
+    again, _ = load_checkpoint(tmp_path / "ck")
+    x = mono(music_clip(seconds=1.0), 48000)[None]
+    y = x + 0.01 * torch.randn_like(x)
+    with torch.no_grad():
+        assert torch.equal(model.distance(model(x), model(y)), again.distance(again(x), again(y)))
+    assert again.config()["comparison"] == ["nsim", "deficit", "excess"]
+    with pytest.raises(ValueError, match="comparison"):
+        QualityModel(**{**COMPARE, "comparison": ["nsim", "loudness"]})
+    with pytest.raises(ValueError, match="head='none'"):
+        QualityModel(**{**COMPARE, "head": "linear", "embed_dim": 8})
+
+
+def test_comparison_head_is_monotone_in_every_feature(music_clip):
+    """More damage in any feature never lowers the distance, whatever the trained weights: a
+    degradation never seen in training cannot score better than the reference."""
+    from deepaq.band_compare import ComparisonHead
+
+    model = QualityModel(**COMPARE).eval()
+    clip = mono(music_clip(seconds=1.0), 48000)[None]
+    with torch.no_grad():
+        x = model.comparison_features(model(clip), model(clip + 0.02 * torch.randn_like(clip)))
+        for seed in range(3):
+            head = ComparisonHead(x.shape[1], x.shape[2], hidden=8, seed=seed)
+            g = torch.Generator().manual_seed(seed)
+            for p in head.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 2)
+            more = x + torch.rand(x.shape, generator=g) * x.mean() * (torch.rand(x.shape, generator=g) < 0.1)
+            assert float(head(torch.zeros_like(x))) == 0.0
+            assert float(head(more)) >= float(head(x)) > 0.0
