@@ -62,11 +62,14 @@ class ReferenceSignal:
 
 
 def estimate_lag(reference: np.ndarray | ReferenceSignal, degraded: np.ndarray,
-                 max_lag: int) -> int:
+                 max_lag: int, either_polarity: bool = False) -> int:
     """Integer lag of ``degraded`` behind ``reference``: ``degraded[n + lag] ~ reference[n]``.
 
     The peak of the FFT cross-correlation of the mono downmixes within ``|lag| <= max_lag``;
-    positive means the degraded signal starts late. Energy-weighted (plain, not PHAT) correlation
+    positive means the degraded signal starts late. ``either_polarity``: the peak of its
+    magnitude, so a polarity-inverted file (its correlation peak is negative) is found at its true
+    lag; the scorer, which meets such files, uses it, the codec stage (whose coders keep polarity)
+    does not. Energy-weighted (plain, not PHAT) correlation
     is used because codecs remove or fill high bands: weighting every band equally would let
     bands the codec discarded vote. Raises ``ValueError`` for silent input, where no lag exists.
 
@@ -80,12 +83,14 @@ def estimate_lag(reference: np.ndarray | ReferenceSignal, degraded: np.ndarray,
     k = int(max_lag)
     head = deg[: ref.length + k]
     lo, hi = max(-k, -(ref.length - 1)), min(k, deg.size - 1)  # lags where the signals overlap
-    approx = _window(ref, head, k, lo, hi, np.float32)
+    peak = np.abs if either_polarity else (lambda c: c)
+    approx = peak(_window(ref, head, k, lo, hi, np.float32))
     margin = SETTLE_MARGIN * np.linalg.norm(ref.mono) * np.linalg.norm(head)
     close = np.flatnonzero(approx >= approx.max() - margin) + lo
     if close.size > SETTLE_MAX_LAGS:
-        return int(np.argmax(_window(ref, head, k, lo, hi, np.float64))) + lo
-    return int(close[np.argmax([_correlation_at(ref.mono, head, lag) for lag in close])])
+        return int(np.argmax(peak(_window(ref, head, k, lo, hi, np.float64)))) + lo
+    exact = [_correlation_at(ref.mono, head, lag) for lag in close]
+    return int(close[np.argmax(peak(np.asarray(exact)))])
 
 
 def _window(ref: ReferenceSignal, head: np.ndarray, max_lag: int, lo: int, hi: int,

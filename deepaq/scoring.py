@@ -429,7 +429,7 @@ class Scorer:
         while len(self._ref_signals) > 4:
             self._ref_signals.popitem(last=False)
         try:
-            lag = estimate_lag(signal, deg.read(0, probe), max_lag)
+            lag = estimate_lag(signal, deg.read(0, probe), max_lag, either_polarity=True)
         except ValueError:  # a silent probe: nothing to align on
             return deg, 0
         return (deg, 0) if lag == 0 else (_ShiftedSource(deg, lag), lag)

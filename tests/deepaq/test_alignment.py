@@ -37,6 +37,16 @@ def test_recovers_planted_shift_on_music(music_clip, lag):
     assert estimate_lag(ref, deg, 4800) == lag
 
 
+@pytest.mark.parametrize("lag", [0, 143, -60])
+def test_a_polarity_inverted_copy_is_found_at_its_true_lag(music_clip, lag):
+    """Inverting a file flips the sign of its correlation peak: the signed peak then lands on some
+    other lag, which a scorer would count as damage; ``either_polarity`` finds the true one."""
+    ref = music_clip("guitar", seconds=2.0)
+    inverted = -_delayed(ref, lag)
+    assert estimate_lag(ref, inverted, 4800, either_polarity=True) == lag
+    assert estimate_lag(ref, -inverted, 4800, either_polarity=True) == lag
+
+
 def test_align_to_reference_undoes_the_shift_exactly(music_clip):
     ref = music_clip("guitar", seconds=1.5)
     for lag in (250, -250):

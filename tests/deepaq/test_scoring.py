@@ -387,3 +387,16 @@ def test_bad_stored_centroid_names_the_file(tmp_path):
         with pytest.raises(ValueError, match="not a readable") as err:
             load_centroid(tmp_path / name)
         assert name in str(err.value)
+
+
+def test_a_polarity_inverted_file_scores_as_the_identical_one(music_clip):
+    """Polarity inversion is inaudible: with the default model the inverted copy's MOS equals the
+    identical pair's (the alignment must not shift it to the negative correlation peak)."""
+    from deepaq import Scorer
+
+    scorer = Scorer.from_pretrained()
+    ref = music_clip("guitar", seconds=3.0)
+    same = scorer.score(ref, ref, sample_rate=48000)
+    flipped = scorer.score(ref, -ref, sample_rate=48000)
+    assert flipped.lag_samples == 0
+    assert abs(flipped.mos - same.mos) <= 0.1, (flipped.mos, same.mos)
