@@ -58,8 +58,8 @@ def ood_pairs(work: Path) -> list[dict]:
     """Low-pass pairs with official ViSQOL values + white noise at several SNRs (ViSQOL here)."""
     import soundfile as sf
 
-    from deepaq.visqol import VisqolLabeller
     from deepaq.records import read_jsonl, write_jsonl
+    from deepaq.visqol import VisqolLabeller
 
     cache = work / "ood.jsonl"
     if cache.exists():
@@ -144,7 +144,7 @@ def label_ceiling(rows: list[dict]) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "deepaq-small"))
+    p.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "deepaq-small-3"))
     p.add_argument("--extra-checkpoint", action="append", default=[],
                    help="NAME=PATH: more checkpoints in the table (ablations)")
     p.add_argument("--train-manifest", type=Path, default=None,

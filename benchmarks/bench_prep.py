@@ -123,8 +123,8 @@ _LABELLER: dict = {}
 
 def score_excerpt(task: tuple[str, str, list[str], float]) -> list[tuple[float | None, float]]:
     """Score one excerpt's items against its reference from FLAC: [(score or None, seconds)]."""
-    from deepaq.visqol import VisqolLabeller
     from deepaq.audio import AudioError, read_audio
+    from deepaq.visqol import VisqolLabeller
 
     root, ref_rel, item_rels, cache_mib = task
     if "labeller" not in _LABELLER:

@@ -50,9 +50,9 @@ def main(argv: list[str] | None = None) -> None:
 
     from data_prep.acoustics import add_noise_floor, add_room
     from data_prep.codecs import load_grid
-    from deepaq.visqol import VisqolLabeller
     from deepaq.audio import read_audio
     from deepaq.records import read_jsonl
+    from deepaq.visqol import VisqolLabeller
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--manifest", type=Path, required=True, help="a corpus of dry renders")

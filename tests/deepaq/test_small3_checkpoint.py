@@ -1,4 +1,4 @@
-"""checkpoints/deepaq-small-3 (the ``compare`` model, issue 15): pinned scores of three real coded
+"""checkpoints/deepaq-small-3 (the ``compare`` model, the shipped default): pinned scores of three real coded
 pairs, the sanity suite's invariances on a shared reference, and ladders of families it was
 trained on and not. Bump ``MODEL_VERSION`` in the model card and here when the pins change on
 purpose.
@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.deepaq.test_default_checkpoint import assert_pinned
+from tests.deepaq.test_small2_checkpoint import assert_pinned
 
 CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "deepaq-small-3"
 MODEL_VERSION = "deepaq-small-3"
-# (conformance case, distance, lag), as for deepaq-small-2 in test_default_checkpoint.py
+# (conformance case, distance, lag), as for deepaq-small-2 in test_small2_checkpoint.py
 PINNED = {
     "ravel_128kbps_opus": (0.01856929622590542, 0),
     "harpsichord_96kbps_mp3": (0.0600489042699337, 1105),
@@ -28,6 +28,14 @@ def scorer():
     from deepaq import Scorer
 
     return Scorer.from_pretrained(CHECKPOINT, device="cpu")
+
+
+def test_it_is_the_default_and_ships():
+    from deepaq.scoring import DEFAULT_CHECKPOINT, default_checkpoint_path
+
+    assert DEFAULT_CHECKPOINT.resolve() == CHECKPOINT.resolve()
+    assert (DEFAULT_CHECKPOINT / "config.yaml").is_file(), "the default checkpoint must ship"
+    assert "DEEPAQ_CHECKPOINT" in default_checkpoint_path.__doc__
 
 
 def test_checkpoint_is_small_documented_and_needs_no_download():
