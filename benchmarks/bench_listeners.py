@@ -426,7 +426,8 @@ def sanity_stats(row: Row, plan: dict) -> dict:
             out[f"tau_{fam['name']}"] = (float(np.nanmean(taus)) if taus else math.nan)
     if worst_inv:
         name = max(worst_inv, key=worst_inv.get)
-        out["worst_invariance"] = f"{worst_inv[name]:.2f} ({name})"
+        out["worst_invariance"] = (f"{worst_inv[name]:.2f} ({name})" if worst_inv[name] >= 0.005
+                                   else f"{worst_inv[name]:.2f}")
         out["worst_invariance_value"] = worst_inv[name]
         out["worst_invariance_family"] = name
         out.update({f"inv_{k}": v for k, v in worst_inv.items()})
@@ -458,7 +459,7 @@ def markdown(results: list[dict], columns: list[str]) -> str:
                         for c in columns)]
     lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * len(columns) + "|"]
     for r in results:
-        cells = [r["metric"]] + [fmt(r.get(c), 1 if c == "pairs/s" and (r.get(c) or 0) >= 10
+        cells = [r["metric"]] + [fmt(r.get(c), 1 if c.endswith("pairs/s") and (r.get(c) or 0) >= 10
                                      else 2) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -517,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         columns += ["worst_invariance", "sanity_recordings"]
         summary["skipped_families"] = plan["skipped"]
         summary["families"] = [{k: v for k, v in f.items() if k != "specs"} for f in plan["families"]]
-    columns.append("pairs/s")
+    columns += (["bvrnn pairs/s"] if bv_items else []) + (["pairs/s"] if plan else [])
     for r in rows:
         res: dict[str, Any] = {"metric": r.spec, "cache": str(r.cache_path)}
         if r.error:
@@ -526,14 +527,16 @@ def main(argv: list[str] | None = None) -> int:
             res.update(bvrnn_stats(r, bv_items))
         if plan:
             res.update(sanity_stats(r, plan))
-        keys = [i["key"] for i in plan["items"]] if plan else [f"bvrnn/{i['key']}" for i in bv_items]
-        res["pairs/s"] = pairs_per_second(r, keys)
+        if bv_items:
+            res["bvrnn pairs/s"] = pairs_per_second(r, [f"bvrnn/{i['key']}" for i in bv_items])
+        if plan:
+            res["pairs/s"] = pairs_per_second(r, [i["key"] for i in plan["items"]])
         errors = [v["error"] for v in r.cache.values() if "error" in v]
         if errors:
             res["errors"] = len(errors)
             res["first_error"] = errors[0]
         results.append(res)
-    shown = [res for res, r in zip(results, rows) if not (res.get("skipped") and len(r.cache) <= 1)]
+    shown = [res for res, r in zip(results, rows) if len(r.cache) > 1]  # rows with items
     print(markdown(shown, columns))
     for r in results:
         if r.get("skipped"):

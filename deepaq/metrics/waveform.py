@@ -54,31 +54,32 @@ def si_sdr_db(ref: np.ndarray, deg: np.ndarray, cap_db: float = CAP_DB) -> float
     return _ratio_db(float(np.sum(target ** 2)), float(np.sum((target - deg) ** 2)), cap_db)
 
 
-class SnrMetric(Metric):
+class _RatioMetric(Metric):
+    """Shared body of ``snr`` and ``si_sdr``: a capped ratio of the pair, in dB."""
+
+    def __init__(self, cap_db: float = CAP_DB):
+        self.cap_db = float(cap_db)
+
+    def _ratio(self, ref: np.ndarray, deg: np.ndarray, cap_db: float) -> float:
+        raise NotImplementedError
+
+    def score(self, ref: np.ndarray | None, deg: np.ndarray, sr: int) -> float:
+        if ref is None:
+            raise ValueError(f"{self.info.name} needs a reference")
+        return self._ratio(ref, deg, self.cap_db)
+
+
+class SnrMetric(_RatioMetric):
     """Registry entry ``snr``."""
 
     info = MetricInfo(name="snr", needs_reference=True, higher_is_better=True, sample_rate=None,
                       extra=None, description="signal-to-noise ratio in dB (no alignment, capped)")
-
-    def __init__(self, cap_db: float = CAP_DB):
-        self.cap_db = float(cap_db)
-
-    def score(self, ref: np.ndarray | None, deg: np.ndarray, sr: int) -> float:
-        if ref is None:
-            raise ValueError("snr needs a reference")
-        return snr_db(ref, deg, self.cap_db)
+    _ratio = staticmethod(snr_db)
 
 
-class SiSdrMetric(Metric):
+class SiSdrMetric(_RatioMetric):
     """Registry entry ``si_sdr``."""
 
     info = MetricInfo(name="si_sdr", needs_reference=True, higher_is_better=True, sample_rate=None,
                       extra=None, description="scale-invariant SDR in dB (no alignment, capped)")
-
-    def __init__(self, cap_db: float = CAP_DB):
-        self.cap_db = float(cap_db)
-
-    def score(self, ref: np.ndarray | None, deg: np.ndarray, sr: int) -> float:
-        if ref is None:
-            raise ValueError("si_sdr needs a reference")
-        return si_sdr_db(ref, deg, self.cap_db)
+    _ratio = staticmethod(si_sdr_db)
