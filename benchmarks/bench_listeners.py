@@ -64,9 +64,13 @@ SUITE_VERSION = 1  # bump when the sanity items change (invalidates their cache 
 # -- metrics -------------------------------------------------------------------------------------
 
 def checkpoint_tag(path: str) -> str:
-    """A cache name for a checkpoint: its folder name and a digest of its files' bytes."""
+    """A cache name for a checkpoint: its folder name and a digest of its files' bytes and of the
+    deepaq code that scores with it (a change of the scorer, e.g. its alignment, must not reuse
+    rows scored before it)."""
     p = Path(path)
     files = sorted(f for f in (p.rglob("*") if p.is_dir() else [p]) if f.is_file())
+    code = Path(__file__).resolve().parents[1] / "deepaq"
+    files += sorted(code.rglob("*.py"))
     h = hashlib.blake2b(digest_size=6)
     for f in files:
         h.update(f.name.encode())
