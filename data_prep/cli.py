@@ -24,11 +24,14 @@ def _splits(text: str) -> dict[str, float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from deepaq.cli import HelpFormatter
+
     p = argparse.ArgumentParser(prog="deepaq-prep", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="verb", metavar="VERB", required=True)
 
-    b = sub.add_parser("build", help="build a labelled coded corpus from audio files",
+    b = sub.add_parser("build", formatter_class=HelpFormatter,
+                       help="build a labelled coded corpus from audio files",
                        description="Cut inputs into excerpts at 48 kHz, code each with the codec "
                                    "grid, align, label with ViSQOL v3 (audio mode), split by "
                                    "track and write OUT/manifest.jsonl (+ rejects.jsonl).")
@@ -39,10 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "default_grid.yaml, 3 codecs x 7 bitrates); a "
                                                 "degradations: section adds distortion families "
                                                 "(configs/data_prep/families_grid.yaml)")
-    b.add_argument("--excerpt-seconds", type=float, default=10.0)
+    b.add_argument("--excerpt-seconds", type=float, default=10.0, help="excerpt length")
     b.add_argument("--hop-seconds", type=float, default=None,
                    help="hop between excerpts (default: excerpt length, no overlap)")
-    b.add_argument("--max-excerpts-per-track", type=int, default=None)
+    b.add_argument("--max-excerpts-per-track", type=int, default=None,
+                   help="at most this many excerpts of each track (default: all)")
     b.add_argument("--channels", choices=["keep", "mono", "stereo"], default="keep",
                    help="keep: mono/stereo as is, >2 channels downmixed to stereo")
     b.add_argument("--silence-threshold-dbfs", type=float, default=-50.0,
@@ -50,8 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "below this, as silent")
     b.add_argument("--splits", type=_splits, default="train=0.8,val=0.1,test=0.1",
                    help="split fractions by source track")
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--labels", choices=["visqol", "none"], default="visqol")
+    b.add_argument("--seed", type=int, default=0, help="seed of the splits and the degradations")
+    b.add_argument("--labels", choices=["visqol", "none"], default="visqol",
+                   help="visqol: ViSQOL v3 MOS-LQO of every item; none: no ViSQOL labels")
     b.add_argument("--labeller", choices=["batched", "visqol-python"], default="batched",
                    help="ViSQOL implementation: batched (default; one reference against all its "
                         "conditions at once, labels within 1e-4 of visqol-python) or "
@@ -69,15 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start over in a folder that already holds a build (refused otherwise)")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
-    s = sub.add_parser("summary", help="counts, label statistics and a label-vs-bitrate table")
+    s = sub.add_parser("summary", formatter_class=HelpFormatter,
+                       help="counts, label statistics and a label-vs-bitrate table")
     s.add_argument("manifest")
 
-    m = sub.add_parser("merge", help="join shard manifests into one canonical manifest")
+    m = sub.add_parser("merge", formatter_class=HelpFormatter,
+                       help="join shard manifests into one canonical manifest")
     m.add_argument("shards", nargs="+", help="manifest.shard-K-of-N.jsonl files")
     m.add_argument("-o", "--out", required=True, help="merged manifest path (same folder)")
 
-    pr = sub.add_parser("pairs", help="corpus manifest -> reference,degraded pairs (CSV/JSONL) for "
-                                      "'deepaq score' and 'deepaq eval' (ViSQOL as mos)")
+    pr = sub.add_parser("pairs", formatter_class=HelpFormatter,
+                        help="corpus manifest -> reference,degraded pairs (CSV/JSONL) for "
+                             "'deepaq score' and 'deepaq eval' (ViSQOL as mos)")
     pr.add_argument("manifest")
     pr.add_argument("-o", "--out", required=True, help="pairs.csv or pairs.jsonl")
     pr.add_argument("--split", default=None, help="only this split (train, val, test)")

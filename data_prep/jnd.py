@@ -183,24 +183,29 @@ def build_jnd_corpus(inputs: list[str | os.PathLike], out_dir: str | os.PathLike
 
 def build_parser() -> argparse.ArgumentParser:
     from data_prep.degradations import available
+    from deepaq.cli import HelpFormatter
 
     p = argparse.ArgumentParser(prog="deepaq-prep jnd", description=__doc__.split("\n\n")[0],
-                                epilog=f"degradations: {', '.join(available())}")
+                                epilog=f"degradations: {', '.join(available())}",
+                                formatter_class=HelpFormatter)
     p.add_argument("inputs", nargs="+", help="folders, audio files, or JSONL/CSV lists")
     p.add_argument("-o", "--out", required=True, help="output folder")
-    p.add_argument("--degradation", default="noise_white")
+    p.add_argument("--degradation", default="noise_white", help="the degradation (epilog)")
     p.add_argument("--noise-folder", help="register noise_<folder> from a folder of noise files "
                                           "and use it (overrides --degradation)")
     p.add_argument("--levels", default="0:39:3", help="'0,3,6' or START:STOP:STEP (default "
                                                       "0:39:3 = SNR 0..39 dB every 3 dB)")
     p.add_argument("--jnd", type=float, default=None, help="JND of the level (default: the "
                                                            "degradation's, 2 dB for noise)")
-    p.add_argument("--excerpt-seconds", type=float, default=4.0)
-    p.add_argument("--max-excerpts-per-track", type=int, default=None)
-    p.add_argument("--channels", choices=["keep", "mono", "stereo"], default="mono")
-    p.add_argument("--splits", default="train=0.8,val=0.1,test=0.1")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--excerpt-seconds", type=float, default=4.0, help="excerpt length")
+    p.add_argument("--max-excerpts-per-track", type=int, default=None,
+                   help="at most this many excerpts of each track (default: all)")
+    p.add_argument("--channels", choices=["keep", "mono", "stereo"], default="mono",
+                   help="channel policy of the excerpts")
+    p.add_argument("--splits", default="train=0.8,val=0.1,test=0.1",
+                   help="split fractions by source track")
+    p.add_argument("--seed", type=int, default=0, help="seed of the splits and the degradations")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
 
 

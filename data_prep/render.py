@@ -675,8 +675,10 @@ def render_corpus(out_dir: str | os.PathLike, n_pieces: int = 50, max_seconds: f
 # -- command line -------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
+    from deepaq.cli import HelpFormatter
+
     p = argparse.ArgumentParser(
-        prog="deepaq-prep render",
+        prog="deepaq-prep render", formatter_class=HelpFormatter,
         description="Render public-domain scores from the music21 corpus to 48 kHz stereo FLAC "
                     "with fluidsynth + the FluidR3 GM soundfont, as a music source for "
                     "'deepaq-prep build' (pass OUT/index.jsonl as its input). Needs: "

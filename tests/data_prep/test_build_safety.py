@@ -304,3 +304,31 @@ def test_rebuild_into_a_finished_folder_is_refused_unless_resume_or_overwrite(tm
     assert (out / "manifest.jsonl").read_bytes() == before        # untouched
     assert main(argv + ["--overwrite"]) == 0
     assert (out / "manifest.jsonl").read_bytes() == before        # same inputs, same corpus
+
+
+def _prep_parsers():
+    """Every deepaq-prep verb's parser (build, summary, merge, pairs, jnd, render)."""
+    import argparse
+
+    from data_prep import jnd, render
+    from data_prep.cli import build_parser
+
+    top = build_parser()
+    sub = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    verbs = {name: p for name, p in sub.choices.items() if name not in ("jnd", "render")}
+    return {**verbs, "jnd": jnd.build_parser(), "render": render.build_parser()}
+
+
+@pytest.mark.parametrize("verb", ["build", "summary", "merge", "pairs", "jnd", "render"])
+def test_every_prep_verb_shows_its_defaults_in_help(verb):
+    import argparse
+
+    parser = _prep_parsers()[verb]
+    text = " ".join(parser.format_help().split())
+    for action in parser._actions:
+        if action.option_strings and action.default not in (None, argparse.SUPPRESS) and \
+                not isinstance(action, (argparse._HelpAction, argparse._StoreTrueAction,
+                                        argparse._StoreFalseAction)):
+            helptext = " ".join((action.help or "").split())
+            assert "default" in helptext or f"(default: {action.default})" in text, \
+                f"deepaq-prep {verb} {action.option_strings[0]}: no default shown"
