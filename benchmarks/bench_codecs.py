@@ -15,13 +15,14 @@ from functools import partial
 from pathlib import Path
 
 import soundfile as sf
+from shared_data import RECORDINGS
 from tqdm import tqdm
 
 from data_prep import codecs
 from deepaq.audio import resample
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data" / "visqol_conformance" / "audio"
+SHARED = RECORDINGS
 
 
 def _median_seconds(fn, repeats: int) -> float:

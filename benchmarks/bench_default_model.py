@@ -30,9 +30,10 @@ from pathlib import Path
 
 import numpy as np
 from scipy.stats import spearmanr
+from shared_data import CONFORMANCE
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data" / "visqol_conformance"
+SHARED = CONFORMANCE
 REFERENCES = ["castanets", "contrabassoon", "glock", "guitar", "harpsichord", "moonlight", "ravel",
               "sopr", "steely", "strauss"]
 NOISE_REFS = ["guitar", "moonlight"]

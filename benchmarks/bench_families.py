@@ -18,10 +18,12 @@ import sys
 from itertools import pairwise
 from pathlib import Path
 
+from shared_data import RECORDINGS
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-AUDIO = REPO.parent / "shared" / "data" / "visqol_conformance" / "audio"
+AUDIO = RECORDINGS
 SR = 48000
 #: family -> the measured quantity that should follow its level (and whether it equals it)
 CHECKS = {"noise_white": ("snr_db", True), "noise_pink": ("snr_db", True),

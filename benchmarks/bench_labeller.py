@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 from bench_prep import shared_references  # the same references, in the same order
+from shared_data import CONFORMANCE
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_GRID = REPO / "configs" / "data_prep" / "default_grid.yaml"
@@ -173,7 +174,7 @@ def conformance() -> None:
 
     from deepaq.visqol_batched import BatchedVisqolLabeller
 
-    root = REPO.parent / "shared" / "data" / "visqol_conformance"
+    root = CONFORMANCE
     lab = BatchedVisqolLabeller()
     print("### Upstream conformance, batched labeller\n")
     print("| case | official | batched | difference |\n|---|---:|---:|---:|")

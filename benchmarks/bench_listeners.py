@@ -47,10 +47,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from shared_data import BVRNN, RECORDINGS
 
 REPO = Path(__file__).resolve().parents[1]
-BVRNN = REPO.parent / "shared" / "data" / "listening_tests" / "bvrnn"
-RECORDINGS = REPO.parent / "shared" / "data" / "visqol_conformance" / "audio"
 CODEC_GRID = REPO / "configs" / "data_prep" / "default_grid.yaml"
 FAMILY_GRID = REPO / "configs" / "data_prep" / "families_grid.yaml"
 DEFAULT_CACHE = REPO / "runs" / "bench_listeners_cache"

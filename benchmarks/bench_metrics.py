@@ -16,9 +16,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from shared_data import RECORDINGS
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_AUDIO = REPO.parent / "shared" / "data" / "visqol_conformance" / "audio"
+SHARED_AUDIO = RECORDINGS
 FALLBACK = {  # used only until the registry core (deepaq/metrics/__init__.py) exists
     "peaq_odg": "deepaq.metrics.peaq:PEAQMetric",
     "2f": "deepaq.metrics.twof:TwoFMetric",

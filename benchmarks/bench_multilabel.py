@@ -37,14 +37,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from shared_data import BVRNN, RECORDINGS
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-SHARED = REPO.parent / "shared" / "data"
-if not SHARED.is_dir():
-    SHARED = Path("/work/shared/data")
-BVRNN = SHARED / "listening_tests" / "bvrnn"
-REAL = SHARED / "visqol_conformance" / "audio"
+REAL = RECORDINGS
 SR = 48000
 EXCERPT_S, WINDOW_S = 4.0, 4.0
 BACKBONE = {"sample_rate": SR, "windows": [3840, 2048], "bands": [32, 64], "hop_length": 960,

@@ -53,8 +53,10 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from shared_data import RECORDINGS
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data" / "visqol_conformance" / "audio"
+SHARED = RECORDINGS
 DEFAULT_GRID = REPO / "configs" / "data_prep" / "default_grid.yaml"
 TARGET_RATIO = 1.15
 #: Plain references only: "guitar48_stereo.wav", not "guitar48_stereo_5_sec.wav" or "_64kbps_aac".

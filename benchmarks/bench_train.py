@@ -24,8 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from shared_data import RECORDINGS
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data" / "visqol_conformance" / "audio"
+SHARED = RECORDINGS
 BATCH, SECONDS, RATE = 4, 5.0, 24000
 
 
