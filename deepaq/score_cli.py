@@ -521,7 +521,7 @@ def _score_rows(backend: Any, todo: list[dict], args: argparse.Namespace):
 def _merge(args: argparse.Namespace, items: list[dict]) -> int:
     """Join ``OUTPUT.shard-K-of-N.SUFFIX`` into ``OUTPUT``, checked against the input's split."""
     from deepaq.records import read_table, write_table
-    from deepaq.sharding import find_shards, select_shard
+    from deepaq.sharding import find_shards, split_shards
 
     if not args.output:
         raise UsageError("--merge needs --output (the merged file; shards sit beside it)")
@@ -541,10 +541,11 @@ def _merge(args: argparse.Namespace, items: list[dict]) -> int:
         raise UsageError(f"--merge: shard(s) {', '.join(f'{k}/{n}' for k in missing)} of {out} "
                          f"not finished (no {out.stem}.shard-K-of-{n}{out.suffix})")
     by_key: dict[str, dict] = {}
+    expected = split_shards(items, n, group=_shard_group)
     for k in range(1, n + 1):
         path = shards[k][1]
         rows = read_table(path)
-        want = [it["key"] for it in select_shard(items, (k, n), group=_shard_group)]
+        want = [it["key"] for it in expected[k - 1]]
         got = [str(r.get("key")) for r in rows]
         if got != want:
             lost = sorted(set(want) - set(got))

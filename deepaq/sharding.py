@@ -27,28 +27,33 @@ def parse_shard(text: str) -> tuple[int, int]:
     return k, n
 
 
-def select_shard(items: Sequence[T], shard: tuple[int, int] | None,
-                 group: Callable[[T], Hashable] | None = None) -> list[T]:
-    """Items of shard ``K`` of ``N`` (1-based): groups dealt round-robin, order kept.
+def split_shards(items: Sequence[T], n: int,
+                 group: Callable[[T], Hashable] | None = None) -> list[list[T]]:
+    """All ``n`` shards of ``items`` in one pass: groups dealt round-robin, order kept.
 
     A group is a run of consecutive items with the same ``group(item)`` value (default: every item
     its own group), so e.g. all the coded conditions of one reference land in one shard and its
     embedding is computed once. Depends only on the item order, so every task agrees.
     """
+    shards: list[list[T]] = [[] for _ in range(n)]
+    index, previous = -1, object()
+    for i, item in enumerate(items):
+        value = i if group is None else group(item)
+        if value != previous:
+            index, previous = index + 1, value
+        shards[index % n].append(item)
+    return shards
+
+
+def select_shard(items: Sequence[T], shard: tuple[int, int] | None,
+                 group: Callable[[T], Hashable] | None = None) -> list[T]:
+    """Items of shard ``K`` of ``N`` (1-based) of :func:`split_shards`; all items without one."""
     if shard is None:
         return list(items)
     k, n = shard
     if not 1 <= k <= n:
         raise ValueError(f"shard must be K/N with 1 <= K <= N, got {k}/{n}")
-    out: list[T] = []
-    index, previous = -1, object()
-    for i, item in enumerate(items):
-        value = i if group is None else group(item)
-        if group is None or value != previous:
-            index, previous = index + 1, value
-        if index % n == k - 1:
-            out.append(item)
-    return out
+    return split_shards(items, n, group)[k - 1]
 
 
 def shard_tag(shard: tuple[int, int] | None) -> str:
