@@ -128,17 +128,13 @@ def _check_ffmpeg_names(codec: str, encoder: str, container: str) -> None:
 GRID_KEYS = {"codecs", "bitrates_kbps", "alignment", "degradations"}
 
 
-def load_grid(grid: str | os.PathLike | dict) -> list[CodecSpec]:
-    """Read a codec grid (YAML path or the same structure as a dict) into one spec per condition.
-
-    Order is the YAML's codec order, bitrates ascending, so condition order is stable. Every
-    problem is a ValueError of one line that names the file.
-    """
-    if isinstance(grid, dict):
-        return _grid_specs(grid)
+def read_grid_file(path: str | os.PathLike) -> dict:
+    """The mapping of a grid YAML file (codecs and ``degradations:``, read by :func:`load_grid`
+    and ``data_prep.families.load_families``); every problem is a ValueError of one line that
+    names the file."""
     import yaml
 
-    path = Path(grid)
+    path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
@@ -150,6 +146,19 @@ def load_grid(grid: str | os.PathLike | dict) -> list[CodecSpec]:
         raise ValueError(f"{path}: malformed YAML{where} ({problem})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a codec grid must be a YAML mapping with 'codecs'")  # noqa: TRY004
+    return data
+
+
+def load_grid(grid: str | os.PathLike | dict) -> list[CodecSpec]:
+    """Read a codec grid (YAML path or the same structure as a dict) into one spec per condition.
+
+    Order is the YAML's codec order, bitrates ascending, so condition order is stable. Every
+    problem is a ValueError of one line that names the file.
+    """
+    if isinstance(grid, dict):
+        return _grid_specs(grid)
+    path = Path(grid)
+    data = read_grid_file(path)
     try:
         return _grid_specs(data)
     except (TypeError, ValueError) as exc:

@@ -79,7 +79,7 @@ class Degradation:
 
     def __call__(self, audio: np.ndarray, sr: int, level: float,
                  rng: np.random.Generator, **kwargs) -> np.ndarray:
-        return self.apply(audio, sr, level, rng, **kwargs).audio
+        return self._run(audio, sr, level, rng, **kwargs)[1]
 
     def apply(self, audio: np.ndarray, sr: int, level: float, rng: np.random.Generator,
               others: np.ndarray | list[np.ndarray] | None = None, limit: float | None = None,
@@ -87,6 +87,16 @@ class Degradation:
         """Degrade ``audio`` (C, N); separation kinds also need ``others`` (one (C, N) array or a
         list of them: the interferers) and take their ``options`` (e.g. ``mask=``). ``limit``
         clips the output to +-limit before measuring (as a fixed-point file will store it)."""
+        x, out, measures, clipped = self._run(audio, sr, level, rng, others, limit, **options)
+        if measures is None:
+            measures = self.measure(x, out, int(sr), float(level)) if self.measure else {}
+        return Degraded(out, dict(measures), clipped)
+
+    def _run(self, audio: np.ndarray, sr: int, level: float, rng: np.random.Generator,
+             others: np.ndarray | list[np.ndarray] | None = None, limit: float | None = None,
+             **options) -> tuple[np.ndarray, np.ndarray, dict | None, int]:
+        """(input clip, degraded clip, the separation kinds' own measures or None, clipped
+        samples): :meth:`apply` without the measuring, which only it does."""
         x = _as_clip(self.name, audio)
         if self.needs_others:
             if others is None:
@@ -107,9 +117,7 @@ class Degradation:
         clipped = 0 if limit is None else int(np.count_nonzero(np.abs(out) > limit))
         if clipped:
             out = np.clip(out, -limit, limit)
-        if measures is None:
-            measures = self.measure(x, out, int(sr), float(level)) if self.measure else {}
-        return Degraded(out, dict(measures), clipped)
+        return x, out, measures, clipped
 
 
 def level_tag(level: float) -> str:
@@ -366,13 +374,10 @@ def resample_bandlimit(audio: np.ndarray, sr: int, level: float,
 
 def round_trip(audio: np.ndarray, sr: int, via: int) -> np.ndarray:
     """``audio`` resampled to ``via`` Hz and back to ``sr``, cut or padded to its length."""
+    from deepaq.alignment import fit_length
     from deepaq.audio import resample
 
-    y = resample(resample(audio, sr, via), via, sr)
-    n = audio.shape[1]
-    if y.shape[1] >= n:
-        return y[:, :n]
-    return np.pad(y, ((0, 0), (0, n - y.shape[1])))
+    return fit_length(resample(resample(audio, sr, via), via, sr), audio.shape[1])
 
 
 # -- invariances: changes listeners do not hear (level = the parameter, no order) -----------------

@@ -57,13 +57,9 @@ def condition_for(name: str, level: float) -> str:
 def load_families(grid: str | os.PathLike | dict) -> list[FamilySpec]:
     """The ``degradations:`` section of a grid (YAML path or dict); [] when it has none."""
     if not isinstance(grid, dict):
-        import yaml
+        from data_prep.codecs import read_grid_file
 
-        path = Path(grid)
-        try:
-            grid = yaml.safe_load(path.read_text()) or {}
-        except OSError as exc:
-            raise ValueError(f"{path}: cannot read the grid ({exc})") from exc
+        grid = read_grid_file(grid)
     section = grid.get("degradations") or {}
     if not isinstance(section, dict):
         raise ValueError("grid 'degradations' must map family names to {levels: [...]}")  # noqa: TRY004
@@ -75,7 +71,7 @@ def load_families(grid: str | os.PathLike | dict) -> list[FamilySpec]:
         if not levels or not all(isinstance(v, (int, float)) for v in levels):
             raise ValueError(f"grid degradations.{name}: needs 'levels', a list of numbers")
         masks = tuple(entry.pop("masks", ()) or ())
-        if masks and name not in ("artefacts", "interference+artefacts"):
+        if masks and "mask" not in inspect.signature(deg.fn).parameters:
             raise ValueError(f"grid degradations.{name}: 'masks' is for the artefacts families")
         bad = [m for m in masks if m not in MASK_TYPES]
         if bad:
@@ -157,12 +153,13 @@ def load_stems(paths: list[str], start: float, seconds: float, n: int, sr: int,
                prepare: Callable[[np.ndarray], np.ndarray]) -> list[np.ndarray]:
     """The excerpt ``[start, start + seconds)`` of each stem at ``sr``, ``prepare``'d (the
     corpus's channel policy) and cut or padded to ``n`` samples, like the mix's excerpt."""
+    from deepaq.alignment import fit_length
     from deepaq.audio import load_audio
 
     out = []
     for p in paths:
         y = prepare(load_audio(p, sample_rate=sr, start=start, end=start + seconds))
-        y = y[:, :n] if y.shape[1] >= n else np.pad(y, ((0, 0), (0, n - y.shape[1])))
+        y = fit_length(y, n)
         out.append(np.ascontiguousarray(y, dtype=np.float32))
     return out
 

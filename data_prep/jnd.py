@@ -35,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.degradations import get_degradation, level_tag, power, register_noise_folder
+from data_prep.degradations import get_degradation, measure_snr, register_noise_folder
+from data_prep.families import condition_for
 from deepaq.manifest import MEASURE_FIELDS
 from deepaq.records import write_jsonl
 
@@ -152,7 +153,7 @@ def build_jnd_corpus(inputs: list[str | os.PathLike], out_dir: str | os.PathLike
                       "level_higher_is_better": None, "invariance": False})
         mine = []
         for level, v in zip(cfg.levels, versions):
-            cond = f"{cfg.degradation}_{level_tag(level)}"
+            cond = condition_for(cfg.degradation, level)
             rel = folder / f"{cond}.flac"
             write_audio(out / rel, v, SAMPLE_RATE)
             row = {"key": f"{plan.excerpt_id}__{cond}", **base, "condition": cond,
@@ -161,9 +162,9 @@ def build_jnd_corpus(inputs: list[str | os.PathLike], out_dir: str | os.PathLike
                                else level if deg.higher_is_better else -level)}
             if deg.measure is not None:  # measured after the common gain, as stored
                 row.update(deg.measure(clean, v, SAMPLE_RATE, level))
-            if noise:
-                row["snr_measured_db"] = round(10 * math.log10(
-                    power(clean) / max(power(v - clean), 1e-30)), 3)
+            if noise:  # measure_snr's snr_db (the noise degradations' measure, just above)
+                row["snr_measured_db"] = (row["snr_db"] if deg.measure is measure_snr else
+                                          measure_snr(clean, v, SAMPLE_RATE, level)["snr_db"])
             mine.append(row)
         items += mine
         for a, b in itertools.combinations(mine, 2):

@@ -149,12 +149,14 @@ def _keep_channels(x: np.ndarray, policy: str) -> np.ndarray:
     return apply_channel_policy(x, policy)  # type: ignore[arg-type]
 
 
-def process_excerpt(plan: ExcerptPlan, cfg: CorpusConfig, grid: list, out_dir: str) -> dict:
+def process_excerpt(plan: ExcerptPlan, cfg: CorpusConfig, grid: list, out_dir: str,
+                    families: list | None = None) -> dict:
     """Clean excerpt + every coded condition + labels for one excerpt: a progress record.
 
     ``timing`` holds seconds per stage: read, write, visqol, codec (whole ``code_excerpt`` calls)
     and, within codec, its measured steps resample, encode (also as ``encode <codec>``), decode
-    and align.
+    and align. ``families`` is the grid's ``degradations:`` section (``load_families``; None:
+    read from ``cfg.grid``).
     """
     from data_prep.codecs import code_excerpt
     from deepaq.alignment import ReferenceSignal
@@ -200,12 +202,12 @@ def process_excerpt(plan: ExcerptPlan, cfg: CorpusConfig, grid: list, out_dir: s
 
     # labelled together at the end, one call per reference (the batched labeller analyses a
     # reference once for all its items); label() returns the item's place in that batch
-    pending: list[tuple[np.ndarray | None, np.ndarray]] = []
+    pending: list[tuple[np.ndarray, np.ndarray]] = []
 
     def label(deg: np.ndarray, ref: np.ndarray | None = None) -> int | None:
         if labeller is None:
             return None
-        pending.append((None if ref is None or ref is x else ref, deg))
+        pending.append((x if ref is None else ref, deg))
         return len(pending) - 1
 
     rows = [make_row(key=f"{plan.excerpt_id}__clean", condition="clean", codec=None, encoder=None,
@@ -245,7 +247,8 @@ def process_excerpt(plan: ExcerptPlan, cfg: CorpusConfig, grid: list, out_dir: s
             delay_removed_samples=int(coded.delay_removed_samples),
             alignment_lag=int(coded.alignment_lag), path=rel, visqol=label(stored),
             **common))
-    families = load_families(cfg.grid)
+    if families is None:
+        families = load_families(cfg.grid)
     if families:  # the grid's degradations: section (data_prep.families)
         from data_prep.families import family_items, family_rows, load_stems
 
@@ -256,7 +259,7 @@ def process_excerpt(plan: ExcerptPlan, cfg: CorpusConfig, grid: list, out_dir: s
             items = family_items(x, SAMPLE_RATE, families, plan.excerpt_id, cfg.seed, stems,
                                  list(t.stems))
         except AudioError as exc:
-            stems, items = None, []
+            items = []
             record["rejects"].append({"key": plan.excerpt_id, "path": exc.path or t.path,
                                       "stage": "stems", "reason": exc.problem})
         new, errors = family_rows(items, out, folder, common, lambda r, d: label(d, ref=r), x,
@@ -278,7 +281,7 @@ def process_excerpt(plan: ExcerptPlan, cfg: CorpusConfig, grid: list, out_dir: s
             groups.setdefault(id(ref), []).append(i)
         for members in groups.values():
             ref = pending[members[0]][0]
-            got = labeller.score_many(x if ref is None else ref, [pending[i][1] for i in members],
+            got = labeller.score_many(ref, [pending[i][1] for i in members],
                                       sample_rate=SAMPLE_RATE)
             for i, value in zip(members, got):
                 values[i] = float(value)
@@ -337,11 +340,13 @@ def _labeller_implementation(cfg: CorpusConfig) -> str | None:
     return labeller_implementation(cfg.labeller)
 
 
-def resolved_config(cfg: CorpusConfig, grid: list, tracks: list[Track] | None = None) -> dict:
+def resolved_config(cfg: CorpusConfig, grid: list, tracks: list[Track] | None = None,
+                    families: list | None = None) -> dict:
     """Everything that decides a corpus's rows: the config with its grid read, the labeller's and
     the codec library's versions, and the track ids (splits and shards are cut from the whole
     list, so a resumed run with other tracks would split one track's excerpts). Resume, shards and
-    merge refuse to mix two of these."""
+    merge refuse to mix two of these. ``families``: ``load_families(cfg.grid)`` if already read
+    (None: read here)."""
     import hashlib
     from importlib.metadata import version
 
@@ -350,7 +355,9 @@ def resolved_config(cfg: CorpusConfig, grid: list, tracks: list[Track] | None = 
     # started on a CPU may resume on a GPU
     saved.pop("labeller_device", None)
     saved["grid"] = [dataclasses.asdict(s) for s in grid]
-    saved["degradations"] = [f.as_dict() for f in load_families(cfg.grid)]
+    if families is None:
+        families = load_families(cfg.grid)
+    saved["degradations"] = [f.as_dict() for f in families]
     saved.update(sample_rate=SAMPLE_RATE, label_decimals=LABEL_DECIMALS,
                  bitrate_label="measured kbps per channel",
                  labeller_implementation=_labeller_implementation(cfg),
@@ -406,13 +413,14 @@ def build_corpus(inputs: list[str | os.PathLike], out_dir: str | os.PathLike,
     cfg = config or CorpusConfig()
     out = Path(out_dir)
     grid = load_grid(cfg.grid)
+    families = load_families(cfg.grid)
     tracks = discover(inputs)
     plans, rejects = plan_excerpts(tracks, cfg)
     if shard is not None and shard[0] != 1:
         rejects = []  # input-level rejects are reported once, by shard 1
     mine = select_shard(plans, shard)  # the split deepaq score --shard uses too
     tag = shard_tag(shard)
-    saved = resolved_config(cfg, grid, tracks)
+    saved = resolved_config(cfg, grid, tracks, families)
     out.mkdir(parents=True, exist_ok=True)  # only once the settings and inputs are known good
 
     progress_path = out / ".progress" / f"excerpts{tag}.jsonl"
@@ -434,7 +442,7 @@ def build_corpus(inputs: list[str | os.PathLike], out_dir: str | os.PathLike,
             # longest first: short excerpts fill the workers' ends instead of one long excerpt
             # running alone at the end (the manifest is written in canonical order regardless)
             todo = sorted(todo, key=lambda p: -p.seconds)
-        work = [(p, cfg, grid, str(out)) for p in todo]
+        work = [(p, cfg, grid, str(out), families) for p in todo]
         if jobs <= 1:
             results = map(_run_one, work)
             pool = None

@@ -46,11 +46,11 @@ def stft(x: np.ndarray, sr: int) -> np.ndarray:
 def istft(spec: np.ndarray, sr: int, n: int) -> np.ndarray:
     from scipy.signal import istft as _istft
 
+    from deepaq.alignment import fit_length
+
     y = _istft(spec, fs=sr, window="hann", nperseg=N_FFT, noverlap=N_FFT - HOP,
                time_axis=-1, freq_axis=-2)[1]
-    if y.shape[-1] < n:
-        y = np.pad(y, ((0, 0), (0, n - y.shape[-1])))
-    return y[:, :n]
+    return fit_length(y, n)
 
 
 def oracle_mask(target_spec: np.ndarray, interference_spec: np.ndarray) -> np.ndarray:
