@@ -135,17 +135,29 @@ def ac_rms_dbfs(data: np.ndarray) -> float:
     return rms_dbfs(x)
 
 
+def silence_reason(ac_dbfs: float, total_dbfs: float, dc: float,
+                   threshold_dbfs: float = -70.0) -> str | None:
+    """Why a signal counts as silent, or None when its AC level reaches ``threshold_dbfs``.
+
+    ``ac_dbfs``: the level with the DC offset removed; ``total_dbfs``: the level with it;
+    ``dc``: the offset's magnitude (shown only). One rule for whole files and streamed ones.
+    """
+    if not ac_dbfs < threshold_dbfs:
+        return None
+    shown = "-inf" if ac_dbfs == -np.inf else f"{ac_dbfs:.1f}"
+    if total_dbfs >= threshold_dbfs:  # loud only because of the offset
+        return (f"DC offset only, no sound (DC {dc:.3g}, AC level {shown} dBFS "
+                f"< {threshold_dbfs:g} dBFS): treated as silent")
+    return f"silent or too quiet ({shown} dBFS < {threshold_dbfs:g} dBFS)"
+
+
 def check_not_silent(data: np.ndarray, path: str | os.PathLike | None = None,
                      threshold_dbfs: float = -70.0) -> np.ndarray:
     """Reject audio whose AC level (DC offset removed) is below ``threshold_dbfs``."""
     level = ac_rms_dbfs(data)
     if level < threshold_dbfs:
-        shown = "-inf" if level == -np.inf else f"{level:.1f}"
         dc = float(np.max(np.abs(np.asarray(data, dtype=np.float64).mean(axis=-1))))
-        if rms_dbfs(data) >= threshold_dbfs:  # loud only because of the offset
-            raise AudioError(path, f"DC offset only, no sound (DC {dc:.3g}, AC level {shown} dBFS "
-                                   f"< {threshold_dbfs:g} dBFS): treated as silent")
-        raise AudioError(path, f"silent or too quiet ({shown} dBFS < {threshold_dbfs:g} dBFS)")
+        raise AudioError(path, silence_reason(level, rms_dbfs(data), dc, threshold_dbfs))
     return data
 
 

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from deepaq.records import write_jsonl
-    from deepaq.score_cli import UsageError, check_device, start_up_error
+    from deepaq.score_cli import UsageError, check_device, refuse_existing, start_up_error
     from deepaq.scoring import Scorer
 
     out = Path(args.output)
@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         print("deepaq embed: --output must end in .npy or .safetensors", file=sys.stderr)
         return 2
     try:
-        if out.exists() and not args.overwrite:
-            raise UsageError(f"--output {out} already exists (use --overwrite to replace it)")
+        if not args.overwrite:
+            refuse_existing(out)
         try:
             items = list_inputs(Path(args.input), args.column)
         except (OSError, ValueError) as exc:

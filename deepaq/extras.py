@@ -7,16 +7,6 @@ heavier libraries, installed with ``pip install 'deepaq[train]'``, ``[prep]``, `
 
 from __future__ import annotations
 
-#: top-level module -> the extra that installs it (``scipy`` and ``sklearn`` are in several:
-#: the verb's own extra is named first when it holds the module, see :func:`install_hint`).
-EXTRA_OF_MODULE: dict[str, str] = {
-    "lightning": "train", "jsonargparse": "train", "peft": "train", "transformers": "train",
-    "huggingface_hub": "train",
-    "visqol": "prep", "numba": "prep", "av": "prep",
-    "matplotlib": "eval", "sklearn": "eval", "scipy": "eval",
-    "music21": "demo",
-}
-
 #: extra -> the top-level modules it installs (mirrors pyproject.toml's optional dependencies).
 MODULES_OF_EXTRA: dict[str, frozenset[str]] = {
     "train": frozenset({"lightning", "jsonargparse", "peft", "transformers", "huggingface_hub",
@@ -25,6 +15,13 @@ MODULES_OF_EXTRA: dict[str, frozenset[str]] = {
     "eval": frozenset({"matplotlib", "sklearn", "scipy"}),
     "demo": frozenset({"music21"}),
 }
+
+#: top-level module -> the extra that installs it, derived from :data:`MODULES_OF_EXTRA` so the
+#: two cannot drift. ``scipy`` and ``sklearn`` are in several: the last extra listed that holds
+#: one wins (``eval``), and the verb's own extra is named first when it holds the module, see
+#: :func:`install_hint`.
+EXTRA_OF_MODULE: dict[str, str] = {
+    module: extra for extra, modules in MODULES_OF_EXTRA.items() for module in sorted(modules)}
 
 
 def install_hint(exc: ImportError, extra: str | None = None) -> str | None:

@@ -256,17 +256,23 @@ def _error_text(exc: BaseException) -> str:
     return text if isinstance(exc, (ValueError, OSError)) else f"{type(exc).__name__}: {text}"
 
 
-def check_device(device: str) -> None:
-    """Refuse a device this machine lacks before anything is loaded (``--device``)."""
+def check_device(device: str) -> str:
+    """Refuse a device this machine lacks before anything is loaded (``--device``); the device
+    the scorer will use (:func:`deepaq.scoring.resolve_device`: ``auto`` resolved)."""
     import torch
 
+    from deepaq.scoring import resolve_device
+
     try:
-        kind = torch.device(device).type if device != "auto" else "auto"
+        if device != "auto":
+            torch.device(device)
     except (RuntimeError, ValueError):
         raise UsageError(f"--device {device}: not a device (use cpu, cuda, cuda:N or auto)") from None
-    if kind == "cuda" and not torch.cuda.is_available():
+    try:
+        return resolve_device(device)
+    except RuntimeError:
         raise UsageError(f"--device {device}: CUDA is not available on this machine "
-                         f"(use --device cpu)")
+                         f"(use --device cpu)") from None
 
 
 def _metric_spec(args: argparse.Namespace) -> tuple[str, dict]:
@@ -320,15 +326,19 @@ def start_up_error(exc: BaseException, checkpoint: str | os.PathLike | None) -> 
                       f"({_error_text(exc)})")
 
 
+def refuse_existing(path: Path, hint: str = "--overwrite") -> None:
+    """Refuse an ``--output`` that exists already (the caller knows it was not asked to replace)."""
+    if path.exists():
+        raise UsageError(f"--output {path} already exists (use {hint} to replace it)")
+
+
 def _check_output(path: Path | None, args: argparse.Namespace, resumable: bool) -> None:
     """Refuse to replace a finished output (or an interrupted run's progress) unasked."""
     if path is None or args.overwrite or (resumable and args.resume):
         return
-    partial = _partial_path(path)
-    for p in (path, partial):
-        if p.exists():
-            hint = "--resume to continue it, or --overwrite" if resumable else "--overwrite"
-            raise UsageError(f"--output {p} already exists (use {hint} to replace it)")
+    hint = "--resume to continue it, or --overwrite" if resumable else "--overwrite"
+    for p in (path, _partial_path(path)):
+        refuse_existing(p, hint)
 
 
 def _partial_path(out: Path) -> Path:
@@ -453,10 +463,9 @@ def _batch(args: argparse.Namespace) -> int:
     done = _read_done(out) if out is not None and args.resume else {}
     todo = [it for it in mine if it["key"] not in done
             or (args.retry_failed and done[it["key"]].get("error"))]
+    if todo:
+        _check_jobs(args)  # before the model loads (and embeds any NMR references)
     backend = _load_backend(args) if todo else None  # before anything is written
-    if backend is not None and args.jobs > 1 and backend_device(backend) != "cpu":
-        raise UsageError(f"--jobs {args.jobs} runs CPU worker processes; on "
-                         f"{backend_device(backend)} use --jobs 1 (the GPU batches windows)")
 
     progress = None
     if out is not None:
@@ -498,9 +507,18 @@ def _shard_group(item: dict) -> Any:
     return item["reference"] if item["reference"] is not None else ("key", item["key"])
 
 
-def backend_device(backend: Any) -> str:
-    scorer = getattr(backend, "scorer", None)
-    return str(scorer.device) if scorer is not None else "cpu"
+def _check_jobs(args: argparse.Namespace) -> None:
+    """``--jobs > 1`` runs CPU workers: refuse it for the DeePAQ model on another device (the
+    metrics run on the CPU). A bad ``--device`` is left to :func:`_load_backend` to name."""
+    if args.jobs <= 1 or (args.metric and _metric_spec(args)[0] != "deepaq"):
+        return
+    try:
+        device = check_device(args.device)
+    except UsageError:
+        return
+    if device != "cpu":
+        raise UsageError(f"--jobs {args.jobs} runs CPU worker processes; on "
+                         f"{device} use --jobs 1 (the GPU batches windows)")
 
 
 def _score_rows(backend: Any, todo: list[dict], args: argparse.Namespace):

@@ -68,7 +68,7 @@ from typing import Any
 
 import numpy as np
 
-from deepaq.audio import AudioError, apply_channel_policy, check_audio, resample
+from deepaq.audio import AudioError, apply_channel_policy, check_audio, resample, silence_reason
 from deepaq.backbones import file_sha256
 from deepaq.resources import default_checkpoint_dir
 
@@ -248,13 +248,13 @@ class _FileSource(_Source):
         """For streamed files: silence is only known after the windows were read (the AC level:
         the mean removed, as :func:`deepaq.audio.check_not_silent` does)."""
         if self.streamed and self._count:
-            mean = self._sum / self._count
-            rms = math.sqrt(max(self._sumsq / self._count - mean * mean, 0.0))
+            mean, mean_sq = self._sum / self._count, self._sumsq / self._count
+            rms = math.sqrt(max(mean_sq - mean * mean, 0.0))
             level = -math.inf if rms == 0 else 20 * math.log10(rms)
-            if level < SILENCE_DBFS:
-                what = "DC offset only, no sound" if abs(mean) > 10 ** (SILENCE_DBFS / 20) \
-                    else "silent or too quiet"
-                raise AudioError(self.path, f"{what} ({level:.1f} dBFS < {SILENCE_DBFS:g} dBFS)")
+            total = -math.inf if mean_sq <= 0 else 10 * math.log10(mean_sq)
+            reason = silence_reason(level, total, abs(mean), SILENCE_DBFS)
+            if reason is not None:
+                raise AudioError(self.path, reason)
 
 
 class _ShiftedSource(_Source):
