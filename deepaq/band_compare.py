@@ -37,12 +37,19 @@ def _frame_mean(x: Tensor, valid: Tensor) -> Tensor:
     return (x * w).sum(1) / w.sum(1).clamp(min=1)
 
 
+def check_features(features: list[str] | tuple) -> None:
+    """Raise ValueError unless ``features`` is a non-empty list of names from :data:`FEATURES`
+    (a model checks its list once, at construction)."""
+    unknown = sorted(set(features) - set(FEATURES))
+    if unknown or not features:
+        raise ValueError(f"comparison must be a non-empty list of {FEATURES}, got {features}; "
+                         f"unknown: {unknown}")
+
+
 def comparison_features(ref: Tensor, deg: Tensor, valid: Tensor, features: list[str] | tuple,
                         blocks: list[int] | None = None) -> Tensor:
-    """[B, K, C] per-band comparison features (see the module docstring), 0 for identical input."""
-    unknown = [f for f in features if f not in FEATURES]
-    if unknown:
-        raise ValueError(f"unknown comparison features {unknown}; available: {FEATURES}")
+    """[B, K, C] per-band comparison features (see the module docstring), 0 for identical input.
+    ``features``: names from :data:`FEATURES` (see :func:`check_features`)."""
     diff = (deg - ref) / DB_SCALE
     out = []
     for name in features:
@@ -54,9 +61,11 @@ def comparison_features(ref: Tensor, deg: Tensor, valid: Tensor, features: list[
             out.append(_frame_mean((-diff).clamp(min=0), valid))
         elif name == "excess":
             out.append(_frame_mean(diff.clamp(min=0), valid))
-        else:   # modulation: frame-to-frame change, over pairs of valid frames
+        elif name == "modulation":   # frame-to-frame change, over pairs of valid frames
             both = valid[:, 1:] & valid[:, :-1]
             out.append(_frame_mean((diff[:, 1:] - diff[:, :-1]).abs(), both))
+        else:
+            check_features(features)
     return torch.stack(out, 1)
 
 

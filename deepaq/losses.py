@@ -162,6 +162,17 @@ class RnCLoss(nn.Module):
         return self.terms(features, visqol, bitrate, coded, groups, distances)["loss"]
 
 
+def _ranked_pair_losses(d: Tensor, has_ref: Tensor, pairs: dict[str, Tensor], temperature: float,
+                        zero: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """d divided by its mean over ``has_ref`` (scale-free), and for each bool [B, B] mask in
+    ``pairs`` the mean of softplus((d_i - d_j) / temperature) over its pairs (``zero`` if none):
+    entry (i, j) of a mask means item i must be closer to its reference than item j."""
+    d = d / d[has_ref].mean().clamp(min=1e-8)
+    pair_loss = torch.nn.functional.softplus((d[:, None] - d[None, :]) / temperature)
+    return d, {name: pair_loss[sel].mean() if bool(sel.any()) else zero
+               for name, sel in pairs.items()}
+
+
 class ReferenceRankLoss(nn.Module):
     """Rank each coded item's distance *to its own reference* against its ViSQOL label, batch-wide.
 
@@ -190,7 +201,8 @@ class ReferenceRankLoss(nn.Module):
         self.within_weight, self.across_weight = float(within_weight), float(across_weight)
         self.bitrate_weight, self.bitrate_ratio = float(bitrate_weight), float(bitrate_ratio)
 
-    def reference_distances(self, features: Tensor, groups: Tensor, coded: Tensor,
+    @staticmethod
+    def reference_distances(features: Tensor, groups: Tensor, coded: Tensor,
                             model: nn.Module | None = None) -> tuple[Tensor, Tensor]:
         """(d [B], has_ref [B]): each item's distance to the first clean item of its excerpt."""
         ref = (groups[:, None] == groups[None, :]) & ~coded[None, :]           # [item, clean]
@@ -216,12 +228,9 @@ class ReferenceRankLoss(nn.Module):
         zero = features.sum() * 0.0
         if int(has_ref.sum()) < 2:
             return {"loss": zero, "within": zero, "across": zero, "bitrate": zero}
-        d = d / d[has_ref].mean().clamp(min=1e-8)
         better = ((visqol[:, None] > visqol[None, :] + self.min_gap)
                   & has_ref[:, None] & has_ref[None, :])
         same = groups[:, None] == groups[None, :]
-        logits = (d[:, None] - d[None, :]) / self.temperature                  # want d_i < d_j
-        pair_loss = torch.nn.functional.softplus(logits)
         pairs = {"within": better & same, "across": better & ~same}
         if codec is not None:
             ids = {name: i for i, name in enumerate(sorted({str(c) for c in codec}))}
@@ -230,9 +239,7 @@ class ReferenceRankLoss(nn.Module):
             pairs["bitrate"] = ((rate[:, None] > rate[None, :] * self.bitrate_ratio) & same
                                 & (codec_id[:, None] == codec_id[None, :])
                                 & has_ref[:, None] & has_ref[None, :])
-        out = {}
-        for name, sel in pairs.items():
-            out[name] = pair_loss[sel].mean() if bool(sel.any()) else zero
+        _, out = _ranked_pair_losses(d, has_ref, pairs, self.temperature, zero)
         out["loss"] = self.within_weight * out["within"] + self.across_weight * out["across"]
         if self.bitrate_weight > 0:
             out["loss"] = out["loss"] + self.bitrate_weight * out["bitrate"]
@@ -369,8 +376,9 @@ class MultiLabelRankLoss(nn.Module):
         self.family_column, self.level_column = family_column, level_column
 
     def _pair_masks(self, family: list[str], level: Tensor, groups: Tensor, has_ref: Tensor,
-                    cross: Tensor | None) -> dict[str, Tensor]:
-        """Bool [B, B] masks per term: entry (i, j) means item i must be closer than item j."""
+                    inv: Tensor, cross: Tensor | None) -> dict[str, Tensor]:
+        """Bool [B, B] masks per term: entry (i, j) means item i must be closer than item j.
+        ``inv``: the invariance items (with a reference in the batch)."""
         n = len(family)
         device = groups.device
         known = set(self.higher_is_better) | set(self.invariances)
@@ -380,7 +388,6 @@ class MultiLabelRankLoss(nn.Module):
                              "higher_is_better or invariances")
         ids = {name: i for i, name in enumerate(sorted(set(family)))}
         fam = torch.tensor([ids[f] for f in family], device=device)
-        inv = torch.tensor([f in self.invariances for f in family], device=device) & has_ref
         ladder = has_ref & ~inv
         sign = torch.tensor([1.0 if self.higher_is_better.get(f, True) else -1.0 for f in family],
                             dtype=torch.float64, device=device)
@@ -426,21 +433,17 @@ class MultiLabelRankLoss(nn.Module):
         cross = None
         if self.cross_label and self.cross_weight > 0:
             cross = _as_float(_column_values(batch, self.cross_label, n))
-        d, has_ref = ReferenceRankLoss().reference_distances(features, groups, coded, model)
+        d, has_ref = ReferenceRankLoss.reference_distances(features, groups, coded, model)
         zero = features.sum() * 0.0
         names = ("family", "invariance", "invariance_abs", "cross", "anchor")
         out = dict.fromkeys(names, zero)
         if int(has_ref.sum()) < 1:
             out["loss"] = zero
             return out
-        scale = d[has_ref].mean().clamp(min=1e-8)
-        d = d / scale
-        masks = self._pair_masks(family, level, groups, has_ref, cross)
-        pair_loss = torch.nn.functional.softplus((d[:, None] - d[None, :]) / self.temperature)
-        for name, sel in masks.items():
-            if bool(sel.any()):
-                out[name] = pair_loss[sel].mean()
-        inv = has_ref & torch.tensor([f in self.invariances for f in family], device=device)
+        inv = torch.tensor([f in self.invariances for f in family], device=device) & has_ref
+        masks = self._pair_masks(family, level, groups, has_ref, inv, cross)
+        d, ranked = _ranked_pair_losses(d, has_ref, masks, self.temperature, zero)
+        out.update(ranked)
         if bool(inv.any()):
             out["invariance_abs"] = d[inv].mean()
         out["loss"] = (self.family_weight * out["family"]

@@ -34,13 +34,13 @@ import torch
 from torch import Tensor, nn
 
 from deepaq.backbones import build_backbone
+from deepaq.band_compare import FEATURES, ComparisonHead, check_features, comparison_features
 
 logger = logging.getLogger(__name__)
 
 POOLINGS = ("mean", "frame")
 HEADS = ("linear", "none")
 DISTANCES = ("l2", "nsim", "compare")
-DEFAULT_COMPARISON = ("nsim", "abs_diff", "deficit", "excess", "modulation")
 LORA_KEYS = {"r", "alpha", "dropout", "target_modules"}
 DEFAULT_LORA = {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}
 
@@ -104,7 +104,7 @@ class QualityModel(nn.Module):
             raise ValueError("distance='compare' compares band levels: it needs head='none'")
         if comparison is not None and distance != "compare":
             raise ValueError("comparison is an option of distance='compare'")
-        comparison = list(DEFAULT_COMPARISON if comparison is None else comparison)
+        comparison = list(FEATURES if comparison is None else comparison)
         self._config = _yamlable({
             "backbone": backbone, "backbone_args": copy.deepcopy(dict(backbone_args or {})),
             "layers": None if layers is None else [int(i) for i in layers],
@@ -147,12 +147,7 @@ class QualityModel(nn.Module):
         self.comparison = comparison if distance == "compare" else None
         self.compare_head = None
         if distance == "compare":
-            from deepaq.band_compare import FEATURES, ComparisonHead
-
-            unknown = sorted(set(comparison) - set(FEATURES))
-            if unknown or not comparison:
-                raise ValueError(f"comparison must be a non-empty list of {FEATURES}, "
-                                 f"got {comparison}")
+            check_features(comparison)
             self.compare_head = ComparisonHead(len(comparison), self.embed_dim,
                                                int(compare_hidden))
 
@@ -264,8 +259,6 @@ class QualityModel(nn.Module):
     def comparison_features(self, a: Tensor, b: Tensor,
                             frame_lengths: Tensor | None = None) -> Tensor:
         """``distance="compare"``: the head's input [B, K, C] (reference ``a``, degraded ``b``)."""
-        from deepaq.band_compare import comparison_features
-
         a, b, valid = self._common_frames(a, b, frame_lengths)
         return comparison_features(a, b, valid, self.comparison, self.channel_blocks)
 

@@ -198,6 +198,9 @@ class NumpyOps:
         padded[..., :env.shape[-1]] = env
         return self._fft(padded, points, inverse=False)
 
+    def stack(self, spectra: list[np.ndarray]) -> np.ndarray:
+        return np.stack(spectra)
+
     def best_lags(self, ref_spec: np.ndarray, deg_spec: np.ndarray, n: int,
                   points: int) -> np.ndarray:
         """visqol's ``find_best_lag`` from the two envelopes' spectra (rows of ``deg_spec``)."""
@@ -281,7 +284,7 @@ class BatchedVisqolLabeller:
         elif backend == "torch":
             from deepaq.visqol_torch import TorchOps
 
-            self.ops = TorchOps(device, num_threads)
+            self.ops = TorchOps(device)
         else:
             raise ValueError(f"backend must be 'numpy' or 'torch', got {backend!r}")
         if model_path is None:
@@ -352,7 +355,8 @@ class BatchedVisqolLabeller:
             if len(s) <= self.window:
                 raise AudioError(f"degraded[{i}]", f"too short for ViSQOL ({len(s)} samples)")
         specs = self._spectrograms(sources)
-        features = np.stack([self._pair_features(sources, specs, k + 1)
+        ref_cache: dict = {}  # reference patch slices' spectra, shared by the batch
+        features = np.stack([self._pair_features(sources, specs, k + 1, ref_cache)
                              for k in range(len(degs))])
         mos = self.svr.predict(features)
         vnsim = features.mean(axis=1)
@@ -397,7 +401,7 @@ class BatchedVisqolLabeller:
         starts = np.arange(cols, dtype=np.int64) * self.hop
         return self.ops.frame_energies(x, starts, self.hann, self.coef).T  # (bands, frames)
 
-    def _pair_features(self, sources, specs, k: int) -> np.ndarray:
+    def _pair_features(self, sources, specs, k: int, ref_cache: dict) -> np.ndarray:
         """fvnsim of degraded source ``k`` against source 0 (the reference)."""
         from visqol.gammatone import Spectrogram, prepare_spectrograms_for_comparison
         from visqol.numba_accel import _C1, _C3, _GW, _dp_backtrace
@@ -432,18 +436,18 @@ class BatchedVisqolLabeller:
         matches: list[tuple[int, float, float] | None] = []
         for p in range(num_patches):
             off = int(offsets[p])
-            deg_patch = np.ascontiguousarray(deg_padded[:, off:off + PATCH_SIZE])
-            sim, fb_means, _, _ = nsim(ref_patches[p], deg_patch, _GW, _C1, _C3)
             if off == backtrace[p, off]:  # packet loss: no match, no realignment
                 matches.append(None)
                 continue
+            deg_patch = np.ascontiguousarray(deg_padded[:, off:off + PATCH_SIZE])
+            sim, fb_means, _, _ = nsim(ref_patches[p], deg_patch, _GW, _C1, _C3)
             means[p] = fb_means
             ref_start = indices[p] * self.frame_duration
             matches.append((p, sim, ref_start, off * self.frame_duration))
-        self._realign(sources, specs, k, matches, patch_seconds, means)
+        self._realign(sources, specs, k, matches, patch_seconds, means, ref_cache)
         return means.mean(axis=0)
 
-    def _realign(self, sources, specs, k, matches, patch_seconds, means) -> None:
+    def _realign(self, sources, specs, k, matches, patch_seconds, means, ref_cache) -> None:
         """visqol's ``finely_align_and_recreate_patches``: realign each matched patch pair in
         time, rebuild its spectrograms, keep the better NSIM (updates ``means`` in place)."""
         from visqol.gammatone import Spectrogram, prepare_spectrograms_for_comparison
@@ -462,7 +466,7 @@ class BatchedVisqolLabeller:
             if ref_s.n == 0 or deg_s.n == 0:
                 continue
             todo.append((p, sim, ref_s, deg_s))
-        lags = self._patch_lags(sources, todo)
+        lags = self._patch_lags(sources, todo, ref_cache)
         pieces = []
         for (p, sim, ref_s, deg_s), lag in zip(todo, lags):
             ref_a, deg_a = _align_and_truncate(ref_s, deg_s, int(lag))
@@ -479,18 +483,14 @@ class BatchedVisqolLabeller:
             if not new_sim < sim:
                 means[p] = fb_means
 
-    def _patch_lags(self, sources, todo) -> list[int]:
+    def _patch_lags(self, sources, todo, cache: dict) -> list[int]:
         """``find_best_lag`` between the envelopes of each (reference, degraded) patch slice;
-        the reference slices' envelopes and spectra are shared by the whole batch."""
+        the reference slices' spectra are kept in ``cache``, shared by the whole batch."""
         ops = self.ops
         lags = [0] * len(todo)
         groups: dict[tuple[int, int], list[int]] = {}
         for j, (_, _, ref_s, deg_s) in enumerate(todo):
             groups.setdefault((ref_s.n, deg_s.n), []).append(j)
-        cache = self.__dict__.setdefault("_ref_patch_cache", {})
-        if cache.get("ref") is not sources[0]:
-            cache.clear()
-            cache["ref"] = sources[0]
         for (nr, nd), members in groups.items():
             n = max(nr, nd)
             points = fft_points(n)
@@ -502,7 +502,7 @@ class BatchedVisqolLabeller:
                     cache[key] = ops.spectrum(env, n, points)[0]
                 ref_specs.append(cache[key])
             envs = ops.upper_envelopes(np.stack([todo[j][3].data(sources) for j in members]))
-            found = ops.best_lags(np.stack(ref_specs), ops.spectrum(envs, n, points), n, points)
+            found = ops.best_lags(ops.stack(ref_specs), ops.spectrum(envs, n, points), n, points)
             for j, lag in zip(members, found):
                 lags[j] = int(lag)
         return lags

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from deepaq.visqol_batched import _hilbert_multiplier
+
 #: Frames per FFT-convolution chunk (memory: chunk x bands x FFT length x 16 bytes).
 FRAME_CHUNK = 64
 
@@ -37,7 +39,7 @@ class TorchOps:
 
     name = "torch"
 
-    def __init__(self, device: str | None = None, num_threads: int | None = None):
+    def __init__(self, device: str | None = None):
         if device in (None, "auto"):
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if str(device).startswith("cuda") and not torch.cuda.is_available():
@@ -54,10 +56,7 @@ class TorchOps:
         mean = t.mean(dim=-1, keepdim=True)
         centered = t - mean
         half = torch.fft.rfft(centered, dim=-1)
-        mult = torch.full((n // 2 + 1,), -1j, dtype=half.dtype, device=half.device)
-        mult[0] = 0
-        if n % 2 == 0:
-            mult[-1] = 0
+        mult = torch.as_tensor(_hilbert_multiplier(n), dtype=half.dtype, device=half.device)
         quadrature = torch.fft.irfft(half * mult, n=n, dim=-1)
         env = torch.sqrt(centered * centered + quadrature * quadrature) + mean
         return env.cpu().numpy()
@@ -66,9 +65,11 @@ class TorchOps:
         t = self._t(env)
         return torch.fft.rfft(F.pad(t, (0, n - t.shape[-1])), n=points, dim=-1)
 
-    def best_lags(self, ref_spec, deg_spec, n: int, points: int) -> np.ndarray:
-        if isinstance(ref_spec, np.ndarray):
-            ref_spec = torch.as_tensor(ref_spec, device=self.device)
+    def stack(self, spectra: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(spectra)
+
+    def best_lags(self, ref_spec: torch.Tensor, deg_spec: torch.Tensor, n: int,
+                  points: int) -> np.ndarray:
         xcorr = torch.fft.irfft(ref_spec * torch.conj(deg_spec), n=points, dim=-1)
         max_lag = n - 1
         corrs = torch.cat((xcorr[..., points - max_lag:], xcorr[..., :max_lag + 1]), dim=-1)

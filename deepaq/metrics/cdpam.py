@@ -76,10 +76,10 @@ def load_model() -> Any:
 
 
 def _prepare(x: np.ndarray, sr: int) -> np.ndarray:
-    from deepaq.audio import resample
+    from deepaq.audio import apply_channel_policy, resample
 
     x = np.atleast_2d(np.asarray(x, dtype=np.float32))
-    mono = resample(x.mean(axis=0, keepdims=True), sr, SAMPLE_RATE)[0]
+    mono = resample(apply_channel_policy(x, "mono"), sr, SAMPLE_RATE)[0]
     return np.round(mono * 32768.0).astype(np.float32)
 
 

@@ -18,10 +18,10 @@ INSTALL_HINT = "pip install 'deepaq[baselines]'"
 
 
 def _mono48(x: np.ndarray, sr: int) -> np.ndarray:
-    from deepaq.audio import resample
+    from deepaq.audio import apply_channel_policy, resample
 
     x = np.atleast_2d(np.asarray(x, dtype=np.float32))
-    return resample(x.mean(axis=0, keepdims=True), sr, SAMPLE_RATE)[0]
+    return resample(apply_channel_policy(x, "mono"), sr, SAMPLE_RATE)[0]
 
 
 class ZimtohrliMetric(Metric):
