@@ -3,28 +3,31 @@
 The ``compare`` model (``QualityModel(distance="compare")``) has a parameter-free backbone, so each
 pair's comparison features (``model.comparison_features``, [K, C] per scoring window) are computed
 once; the head is then trained with ``deepaq.losses.MultiLabelRankLoss`` on them, as
-``bench_opus_frontier.py`` replays the default model. Three steps, each cached in ``--work``:
+``bench_opus_frontier.py`` replays the default model. The training data is a corpus that
+``deepaq-prep build --grid configs/data_prep/families_grid.yaml`` made (every family of the
+registry, stems for the separation families, a ViSQOL label on every item); the evaluation sets
+are the bvrnn MUSHRA test (validation only: never trained or selected on) and the sanity items of
+``bench_listeners.py`` (the 10 real recordings with every registered family's ladder). Steps,
+each cached in ``--work``:
 
-    features  rendered music (``deepaq-prep render`` output) -> 4 s excerpts, split by piece
-              80/20 into train/val, each with the ladders of ``multilabel_ladders.py``; and the
-              evaluation sets: the bvrnn MUSHRA test (validation only: never trained or selected
-              on) and the sanity suite on the 10 real recordings (ladders of every family).
-    visqol    ViSQOL v3 labels for a small subset (codec items + mid levels of a few train
-              excerpts, codec items of a few val excerpts): the with-ViSQOL variant and the
-              calibration to the ViSQOL scale.
-    fit       every design x loss variant: train on train, report val (model selection), bvrnn
-              and the sanity suite, all rows; ``--export DIR`` writes the design chosen on val
-              as a deepaq checkpoint folder.
-    checkpoints  exported checkpoints (``--checkpoint NAME=DIR``) through the real scorer on
-              bvrnn and the sanity suite, with -LSD; invariances as calibrated MOS changes.
-    ceiling   a bound, never a choice: the head fit on bvrnn itself (in-sample and
-              leave-one-page-out): how far these features can go there at all.
+    features   corpus rows -> features (train / val by the corpus's split; test rows count as
+               val), bvrnn and the sanity items.
+    baselines  per-item values of baseline metrics (``--metrics lsd,zimtohrli``) on the corpus
+               items, for the cross-family labels built from them (``-LSD``, the consensus).
+    fit        every design x loss variant: train on train, report val (model selection), bvrnn
+               and the sanity suite, all rows; ``--export DIR`` writes the row chosen on val as a
+               deepaq checkpoint folder (``bench_listeners.py --checkpoint DIR`` then measures it
+               through the real scorer).
+    ceiling    a bound, never a choice: the head fit on bvrnn itself (in-sample and
+               leave-one-page-out): how far these features can go there at all.
 
-    .venv/bin/python benchmarks/bench_multilabel.py features --music MUSIC/index.jsonl --work W
-    .venv/bin/python benchmarks/bench_multilabel.py visqol --work W
-    .venv/bin/python benchmarks/bench_multilabel.py fit --work W [--export checkpoints/deepaq-small-3]
-    .venv/bin/python benchmarks/bench_multilabel.py checkpoints --work W \\
-        --checkpoint deepaq-small-2=checkpoints/deepaq-small --checkpoint new=checkpoints/deepaq-small-3
+    .venv/bin/deepaq-prep render MUSIC -n 60 --max-seconds 10 --seed 7 -j 2 --stems
+    .venv/bin/deepaq-prep build MUSIC/index.jsonl -o CORPUS --grid configs/data_prep/families_grid.yaml \\
+        --excerpt-seconds 4 --max-excerpts-per-track 2 --splits train=0.8,val=0.2 -j 2
+    .venv/bin/python benchmarks/bench_multilabel.py features --corpus CORPUS/manifest.jsonl --work W
+    .venv/bin/python benchmarks/bench_multilabel.py baselines --corpus CORPUS/manifest.jsonl --work W
+    .venv/bin/python benchmarks/bench_multilabel.py fit --work W [--export DIR]
+    .venv/bin/python benchmarks/bench_multilabel.py ceiling --work W
 """
 
 from __future__ import annotations
@@ -37,15 +40,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from shared_data import BVRNN, RECORDINGS
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-REAL = RECORDINGS
+from shared_data import BVRNN
+
 SR = 48000
-EXCERPT_S, WINDOW_S = 4.0, 4.0
+WINDOW_S = 4.0
+SANITY_SECONDS = 10.0  # bench_listeners' sanity excerpts
 BACKBONE = {"sample_rate": SR, "windows": [3840, 2048], "bands": [32, 64], "hop_length": 960,
             "f_min": 50.0, "floor_db": -45.0, "range_db": 45.0, "level_dbfs": -20.0}
+CODECS = ("opus", "mp3", "aac")
 
 
 def feature_model():
@@ -60,9 +65,9 @@ def mono(x: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def pair_features(model, ref: np.ndarray, degs: list[np.ndarray], align: bool = True) -> np.ndarray:
+def pair_features(model, ref: np.ndarray, degs: list[np.ndarray]) -> np.ndarray:
     """[N, W, K, C] comparison features of ``ref`` against each of ``degs`` over the scorer's
-    windows (after its alignment; ladders built sample-aligned may skip it)."""
+    windows, after the scorer's alignment (a corpus item is aligned already; a delay is not)."""
     from deepaq.alignment import ReferenceSignal, align_to_reference
     from deepaq.scoring import window_starts
 
@@ -74,45 +79,75 @@ def pair_features(model, ref: np.ndarray, degs: list[np.ndarray], align: bool = 
     ref_emb = model(torch.from_numpy(np.stack([r[0, s:s + win] for s in starts])))
     out = []
     for deg in degs:
-        d = mono(deg)[None]
-        d = align_to_reference(signal, d, int(0.5 * SR))[0] if align else d[:, :n]
+        d = align_to_reference(signal, mono(deg)[None], int(0.5 * SR))[0]
         dw = torch.from_numpy(np.ascontiguousarray(np.stack([d[0, s:s + win] for s in starts])))
         out.append(model.comparison_features(ref_emb, model(dw)).numpy())
     return np.stack(out)
 
 
-def lsd_db(ref: np.ndarray, deg: np.ndarray) -> float:
-    """Log-spectral distance (STFT 2048/512, dB), the issue's baseline; a cross-family label."""
-    from scipy.signal import stft
+def corpus_rows(manifest: Path) -> list[dict]:
+    """The corpus's degraded rows with what the fit needs (``up``: which way the level orders
+    quality, None for invariances; val holds the corpus's val and test rows)."""
+    from deepaq.manifest import read_manifest
 
-    _, _, a = stft(mono(ref), nperseg=2048, noverlap=1536)
-    _, _, b = stft(mono(deg), nperseg=2048, noverlap=1536)
-    la = 10 * np.log10(np.abs(a) ** 2 + 1e-10)
-    lb = 10 * np.log10(np.abs(b) ** 2 + 1e-10)
-    return float(np.mean(np.sqrt(np.mean((la - lb) ** 2, axis=0))))
+    rows = []
+    for r in read_manifest(manifest):
+        if r.get("family") is None:
+            continue  # a clean excerpt: the reference itself
+        rows.append({"key": r["key"], "excerpt": r["excerpt_id"],
+                     "split": "train" if r["split"] == "train" else "val",
+                     "family": r["family"], "level": float(r["level"]),
+                     "up": r["level_higher_is_better"], "invariance": bool(r["invariance"]),
+                     "codec": r["codec"] is not None, "visqol": r["visqol"],
+                     "path": r["path"], "reference": r["reference"]})
+    return rows
 
 
-def training_excerpts(music_index: Path, seed: int = 0) -> list[dict]:
-    from deepaq.audio import read_audio
-    from deepaq.records import read_jsonl
-
-    pieces = list(read_jsonl(music_index))
-    order = np.random.default_rng(seed).permutation(len(pieces))
-    n_val = max(1, round(0.2 * len(pieces)))
-    split = {int(i): ("val" if k < n_val else "train") for k, i in enumerate(order)}
-    out = []
-    for i, piece in enumerate(pieces):
-        audio, rate = read_audio(music_index.parent / piece["path"])
-        for j, start in enumerate((3.0,)):
-            a = audio[:, int(start * rate):int((start + EXCERPT_S) * rate)]
-            if a.shape[1] == int(EXCERPT_S * rate):
-                out.append({"excerpt": f"{piece['key']}@{start:g}", "piece": piece["key"],
-                            "split": split[i], "audio": a, "index": len(out), "seed": 1000 * i + j})
+def by_reference(rows: list[dict]) -> dict[str, list[int]]:
+    """Row indices grouped by their reference file (a clean excerpt, or a separation target)."""
+    out: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        out.setdefault(r["reference"], []).append(i)
     return out
 
 
+def save_set(work: Path, name: str, rows: list[dict], feats: list[np.ndarray]) -> None:
+    """Items have as many scoring windows as their length gives: zero-padded to the longest
+    (the head maps zeros to 0), with each row's count in ``windows``."""
+    width = max(f.shape[0] for f in feats)
+    padded = np.zeros((len(feats), width, *feats[0].shape[1:]), np.float32)
+    for r, f, out in zip(rows, feats, padded):
+        out[:f.shape[0]] = f
+        r["windows"] = int(f.shape[0])
+    feats = padded
+    tmp = work / f"{name}.tmp.npz"
+    np.savez(tmp, feats=feats, rows=json.dumps(rows))
+    tmp.rename(work / f"{name}.npz")
+    print(f"{name}: {feats.shape}")
+
+
+def load_set(work: Path, name: str) -> tuple[list[dict], np.ndarray]:
+    data = np.load(work / f"{name}.npz")
+    rows = json.loads(str(data["rows"]))
+    for r in rows:
+        r.setdefault("windows", data["feats"].shape[1])
+    return rows, data["feats"]
+
+
+def sanity_items():
+    """bench_listeners' sanity items, each with its audio made on demand: (rows, make(i) ->
+    (clean, degraded)); identical pairs are left out (distance 0 by construction)."""
+    import bench_listeners as bl
+
+    families, items, _, recs = bl.sanity_plan(False, SANITY_SECONDS)
+    items = [i for i in items if i["family"] is not None]
+    rows = [{"key": i["key"], "recording": i["name"], "family": families[i["family"]]["name"],
+             "level": float(i["level"]), "up": families[i["family"]]["higher_is_better"],
+             "invariance": families[i["family"]]["kind"] == "invariance"} for i in items]
+    return families, items, recs, rows
+
+
 def cmd_features(args: argparse.Namespace) -> None:
-    from multilabel_ladders import ladder
     from tqdm import tqdm
 
     from deepaq.audio import read_audio, resample
@@ -120,154 +155,132 @@ def cmd_features(args: argparse.Namespace) -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     model = feature_model()
     torch.set_num_threads(1)   # 2 threads on the shared machine ran 15x slower
-    sets = {}
     if not (args.work / "train.npz").exists():
-        excerpts = training_excerpts(args.music)
-        rows, feats = [], []
-        for ex in tqdm(excerpts, desc="train/val ladders", unit="excerpt"):
-            other = excerpts[(ex["index"] + 7) % len(excerpts)]["audio"]
-            items = ladder(ex["audio"], other, ex["seed"])
-            for family, level, deg in items:
-                rows.append({"excerpt": ex["excerpt"], "split": ex["split"], "family": family,
-                             "level": level, "lsd": lsd_db(ex["audio"], deg)})
-            # only the delay needs the scorer's alignment: the rest are built sample-aligned
-            feats += list(pair_features(model, ex["audio"], [d for f, _, d in items if f != "delay"],
-                                        align=False))
-            feats.insert(len(feats) - len(items) + [f for f, _, _ in items].index("delay"),
-                         pair_features(model, ex["audio"], [d for f, _, d in items
-                                                            if f == "delay"])[0])
-        sets["train"] = (rows, np.array(feats, np.float32))
+        if args.corpus is None:
+            raise SystemExit("features: --corpus CORPUS/manifest.jsonl is required")
+        folder = args.corpus.parent
+        rows = corpus_rows(args.corpus)
+        feats: list = [None] * len(rows)
+        for ref, idx in tqdm(by_reference(rows).items(), desc="corpus", unit="reference"):
+            audio = read_audio(folder / ref)[0]
+            degs = [read_audio(folder / rows[i]["path"])[0] for i in idx]
+            for i, f in zip(idx, pair_features(model, audio, degs)):
+                feats[i] = f
+        save_set(args.work, "train", rows, feats)
     if not (args.work / "bvrnn.npz").exists():
-        import csv
+        from deepaq.records import read_table
 
         rows, feats = [], []
-        with open(BVRNN / "stimuli.csv") as f:
-            stimuli = list(csv.DictReader(f))
-        for s in tqdm(stimuli, desc="bvrnn", unit="pair"):
+        for s in tqdm(read_table(BVRNN / "stimuli.csv"), desc="bvrnn", unit="pair"):
             ref, r1 = read_audio(BVRNN / s["reference"])
             deg, r2 = read_audio(BVRNN / s["degraded"])
             feats.append(pair_features(model, resample(ref, r1, SR), [resample(deg, r2, SR)])[0])
             rows.append({"key": s["key"], "mos": float(s["mos"])})
-        sets["bvrnn"] = (rows, np.array(feats, np.float32))
+        save_set(args.work, "bvrnn", rows, feats)
     if not (args.work / "sanity.npz").exists():
-        from multilabel_ladders import codec_specs
+        import bench_listeners as bl
 
-        files = sorted(REAL.glob("*48_stereo.wav"))
-        clips = [read_audio(p)[0][:, :int(8 * SR)] for p in files]
-        rows, feats = [], []
-        specs = codec_specs((16, 24, 32, 48, 64, 96, 128))
-        for i, (path, clip) in enumerate(tqdm(list(zip(files, clips)), desc="sanity", unit="rec")):
-            other = clips[(i + 1) % len(clips)]
-            if other.shape[1] < clip.shape[1]:
-                other = np.tile(other, (1, 2))
-            items = ladder(clip, other, 77 + i, codecs=specs)
-            feats += list(pair_features(model, clip, [d for _, _, d in items]))
-            rows += [{"recording": path.stem, "family": f, "level": lv} for f, lv, _ in items]
-        sets["sanity"] = (rows, np.array(feats, np.float32))
-    for name, (rows, feats) in sets.items():
-        tmp = args.work / f"{name}.tmp.npz"
-        np.savez(tmp, feats=feats, rows=json.dumps(rows))
-        tmp.rename(args.work / f"{name}.npz")
-        print(f"{name}: {feats.shape}")
-
-
-def load_set(work: Path, name: str) -> tuple[list[dict], np.ndarray]:
-    data = np.load(work / f"{name}.npz")
-    return json.loads(str(data["rows"])), data["feats"]
+        families, items, recs, rows = sanity_items()
+        feats = []
+        keep = []
+        for ri, path in enumerate(tqdm(recs, desc="sanity", unit="recording")):
+            clean = bl.load_excerpt(path, SANITY_SECONDS)
+            other = bl.load_excerpt(recs[(ri + 1) % len(recs)], SANITY_SECONDS)
+            other = np.pad(other[:, :clean.shape[1]],
+                           ((0, 0), (0, max(0, clean.shape[1] - other.shape[1]))))
+            mine = [k for k, i in enumerate(items) if i["rec"] == ri]
+            degs = []
+            for k in mine:
+                i = items[k]
+                try:
+                    degs.append(bl.make_item(families[i["family"]], i["level"], i["level_index"],
+                                             clean, other, i["name"]))
+                    keep.append(k)
+                except Exception as exc:  # noqa: BLE001 - as bench_listeners: recorded, skipped
+                    print(f"sanity {i['key']}: {exc}", file=sys.stderr)
+            feats += list(pair_features(model, clean, degs))
+        save_set(args.work, "sanity", [rows[k] for k in keep], feats)
 
 
-def visqol_subset(rows: list[dict], per_split: int = 8) -> list[int]:
-    """Indices to label: codec items + level index 1 of each family, first excerpts per split."""
-    chosen, seen = [], {"train": [], "val": []}
-    for r in rows:
-        if r["excerpt"] not in seen[r["split"]]:
-            seen[r["split"]].append(r["excerpt"])
-    keep = {e for s in seen.values() for e in s[:per_split]}
-    levels: dict[tuple, list] = {}
-    for r in rows:
-        levels.setdefault((r["excerpt"], r["family"]), []).append(r["level"])
-    for i, r in enumerate(rows):
-        if r["excerpt"] not in keep:
-            continue
-        if r["family"] in ("opus", "mp3", "aac") or r["split"] == "train" and len(levels[(r["excerpt"], r["family"])]) >= 4 \
-                and r["level"] == levels[(r["excerpt"], r["family"])][1]:
-            chosen.append(i)
-    return chosen
-
-
-def cmd_visqol(args: argparse.Namespace) -> None:
-    from multilabel_ladders import ladder
+def cmd_baselines(args: argparse.Namespace) -> None:
+    """Quality (higher is better) of each corpus item by each baseline, cached per metric."""
     from tqdm import tqdm
 
-    from deepaq.visqol import VisqolLabeller
+    from deepaq.audio import read_audio
+    from deepaq.metrics import get_metric
+    from deepaq.records import atomic_write_text
 
     rows, _ = load_set(args.work, "train")
-    out_path = args.work / "visqol.json"
-    done = json.loads(out_path.read_text()) if out_path.exists() else {}
-    todo = [i for i in visqol_subset(rows, args.per_split) if str(i) not in done]
-    excerpts = {e["excerpt"]: e for e in training_excerpts(args.music)}
-    ordered = list(excerpts.values())
-    labeller = VisqolLabeller()
-    by_excerpt: dict[str, list[int]] = {}
-    for i in todo:
-        by_excerpt.setdefault(rows[i]["excerpt"], []).append(i)
-    for name, idx in tqdm(by_excerpt.items(), desc="visqol", unit="excerpt"):
-        ex = excerpts[name]
-        other = ordered[(ex["index"] + 7) % len(ordered)]["audio"]
-        items = ladder(ex["audio"], other, ex["seed"])
-        first = next(k for k, r in enumerate(rows) if r["excerpt"] == name)
-        for i in idx:
-            family, level, deg = items[i - first]
-            assert (family, level) == (rows[i]["family"], rows[i]["level"])
-            done[str(i)] = labeller.score(ex["audio"], deg, SR)
-        tmp = out_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(done))
-        tmp.rename(out_path)
-    print(f"{len(done)} ViSQOL labels in {out_path}")
+    folder = args.corpus.parent
+    # cross labels are used in training only: train rows, of ``--excerpts`` excerpts (seeded)
+    excerpts = sorted({r["excerpt"] for r in rows if r["split"] == "train"})
+    if args.excerpts:
+        order = np.random.default_rng(0).permutation(len(excerpts))[:args.excerpts]
+        excerpts = [excerpts[k] for k in sorted(order)]
+    wanted = set(excerpts)
+    for name in args.metrics.split(","):
+        path = args.work / f"baseline_{name}.json"
+        done = json.loads(path.read_text()) if path.exists() else {}
+        metric = get_metric(name)
+        sign = 1.0 if metric.info.higher_is_better else -1.0
+        groups = {ref: [i for i in idx if rows[i]["key"] not in done
+                        and rows[i]["excerpt"] in wanted]
+                  for ref, idx in by_reference(rows).items()}
+        groups = {ref: idx for ref, idx in groups.items() if idx}
+        for n, (ref, idx) in enumerate(tqdm(groups.items(), desc=name, unit="reference")):
+            audio = read_audio(folder / ref)[0]
+            for i in idx:
+                out = metric.score(audio, read_audio(folder / rows[i]["path"])[0], SR)
+                value = out["score"] if isinstance(out, dict) else out
+                done[rows[i]["key"]] = sign * float(value)
+            if n % 10 == 9 or n == len(groups) - 1:
+                atomic_write_text(path, json.dumps(done))
+        print(f"{name}: {len(done)} items in {path}")
 
 
 # -- fitting -----------------------------------------------------------------------------------
 
 class Replay(torch.nn.Module):
-    """The ``compare`` model's head on cached features: ``distance(items, refs)`` = head of the
-    item's features (rows are indices into ``feats``; clean rows hold zeros: distance 0)."""
+    """The ``compare`` model's head on cached features: ``distance(items, refs)`` = the mean over
+    the item's scoring windows of the head (rows are indices into ``feats``; padded windows and
+    the clean row hold zeros, which the head maps to 0)."""
 
-    def __init__(self, feats: torch.Tensor, head: torch.nn.Module):
+    def __init__(self, feats: torch.Tensor, windows: torch.Tensor, head: torch.nn.Module):
         super().__init__()
-        self.feats, self.head = feats, head
+        self.feats, self.windows, self.head = feats, windows.to(feats.dtype), head
 
     def all_distances(self) -> torch.Tensor:
         w = self.feats.shape[1]
-        return self.head(self.feats.flatten(0, 1)).reshape(-1, w).mean(1)
+        return self.head(self.feats.flatten(0, 1)).reshape(-1, w).sum(1) / self.windows
 
     def distance(self, items: torch.Tensor, refs: torch.Tensor) -> torch.Tensor:
-        x = self.feats[items[:, 0].long()]
-        return self.head(x.flatten(0, 1)).reshape(x.shape[0], x.shape[1]).mean(1)
+        idx = items[:, 0].long()
+        x = self.feats[idx]
+        return (self.head(x.flatten(0, 1)).reshape(x.shape[0], x.shape[1]).sum(1)
+                / self.windows[idx])
 
 
-def make_head(design: dict, k: int, c: int) -> torch.nn.Module:
-    from deepaq.band_compare import ComparisonHead
-
-    return ComparisonHead(k, c, design["hidden"])
+def window_counts(rows: list[dict]) -> torch.Tensor:
+    return torch.tensor([r["windows"] for r in rows], dtype=torch.float32)
 
 
 def fit_head(design: dict, loss_args: dict, rows: list[dict], feats: np.ndarray,
              labels: dict[str, np.ndarray], steps: int, lr: float, seed: int = 0) -> torch.nn.Module:
-    """Train a head on the train rows with MultiLabelRankLoss (mini-batches of excerpts)."""
-    from deepaq.band_compare import FEATURES
+    """Train a head on the train rows with MultiLabelRankLoss (mini-batches of 16 excerpts)."""
+    from deepaq.band_compare import FEATURES, ComparisonHead
     from deepaq.losses import MultiLabelRankLoss
 
     sel = [FEATURES.index(f) for f in design["features"]]
     train = [i for i, r in enumerate(rows) if r["split"] == "train"]
     excerpts = sorted({rows[i]["excerpt"] for i in train})
-    by_ex = {e: [] for e in excerpts}
+    by_ex: dict[str, list[int]] = {e: [] for e in excerpts}
     for i in train:
         by_ex[rows[i]["excerpt"]].append(i)
     x = torch.tensor(feats[:, :, sel])                                 # [N, W, K', C]
     x = torch.cat([x, torch.zeros(1, *x.shape[1:])])                  # the clean row: index N
     clean = x.shape[0] - 1
-    head = make_head(design, len(sel), feats.shape[-1])
-    model = Replay(x, head)
+    head = ComparisonHead(len(sel), feats.shape[-1], design["hidden"])
+    model = Replay(x, torch.cat([window_counts(rows), torch.ones(1)]), head)
     loss = MultiLabelRankLoss(**loss_args)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-4)
     rng = np.random.default_rng(seed)
@@ -295,24 +308,24 @@ def fit_head(design: dict, loss_args: dict, rows: list[dict], feats: np.ndarray,
 
 
 @torch.no_grad()
-def distances(head: torch.nn.Module, feats: np.ndarray) -> np.ndarray:
+def distances(head: torch.nn.Module, rows: list[dict], feats: np.ndarray) -> np.ndarray:
     x = torch.tensor(feats[:, :, head.feature_index])
-    return Replay(x, head).all_distances().numpy()
+    return Replay(x, window_counts(rows), head).all_distances().numpy()
 
 
 def family_taus(d: np.ndarray, rows: list[dict], unit: str) -> dict[str, float]:
     """Mean over units (excerpts/recordings) of Kendall tau(-d, goodness), per ladder family."""
-    from multilabel_ladders import higher_is_better
     from scipy.stats import kendalltau
 
-    up = higher_is_better()
     groups: dict[tuple, list] = {}
     for i, r in enumerate(rows):
-        if r["family"] in up:
+        if not r["invariance"]:
             groups.setdefault((r["family"], r[unit]), []).append(i)
     out: dict[str, list] = {}
     for (family, _), idx in groups.items():
-        good = np.array([rows[i]["level"] for i in idx]) * (1 if up[family] else -1)
+        if len(idx) < 2:
+            continue
+        good = np.array([rows[i]["level"] * (1 if rows[i]["up"] else -1) for i in idx])
         tau = kendalltau(-d[idx], good).statistic
         out.setdefault(family, []).append(0.0 if not np.isfinite(tau) else tau)
     return {f: float(np.mean(v)) for f, v in sorted(out.items())}
@@ -320,25 +333,22 @@ def family_taus(d: np.ndarray, rows: list[dict], unit: str) -> dict[str, float]:
 
 def invariance_check(d: np.ndarray, rows: list[dict], unit: str) -> dict[str, float]:
     """Per invariance family: fraction of its items closer than the unit's mildest degradation."""
-    from multilabel_ladders import higher_is_better
-
-    up = higher_is_better()
     mild: dict[str, float] = {}
     for i, r in enumerate(rows):
-        if r["family"] in up:
+        if not r["invariance"]:
             mild[r[unit]] = min(mild.get(r[unit], math.inf), d[i])
     out: dict[str, list] = {}
     for i, r in enumerate(rows):
-        if r["family"] not in up:
+        if r["invariance"]:
             out.setdefault(r["family"], []).append(float(d[i] < mild[r[unit]]))
     return {f: float(np.mean(v)) for f, v in sorted(out.items())}
 
 
-def evaluate(head, sets: dict, visqol: dict[int, float]) -> dict[str, float]:
+def evaluate(head, sets: dict) -> dict[str, float]:
     from scipy.stats import spearmanr
 
     rows, feats = sets["train"]
-    d = distances(head, feats)
+    d = distances(head, rows, feats)
     val = [i for i, r in enumerate(rows) if r["split"] == "val"]
     vrows = [rows[i] for i in val]
     taus = family_taus(d[val], vrows, "excerpt")
@@ -346,15 +356,16 @@ def evaluate(head, sets: dict, visqol: dict[int, float]) -> dict[str, float]:
     out = {"val_tau_mean": float(np.mean(list(taus.values()))),
            "val_tau_min": float(min(taus.values())),
            "val_invariance": float(np.mean(list(inv.values())))}
-    labelled = [i for i in val if i in visqol]
-    if len(labelled) > 3:
-        out["val_visqol_spearman"] = float(spearmanr(-d[labelled],
-                                                     [visqol[i] for i in labelled]).statistic)
+    for name, keep in (("val_visqol_spearman", lambda r: r["codec"]),
+                       ("val_visqol_spearman_all", lambda r: not r["invariance"])):
+        sel = [i for i in val if keep(rows[i]) and rows[i]["visqol"] is not None]
+        if len(sel) > 3:
+            out[name] = float(spearmanr(-d[sel], [rows[i]["visqol"] for i in sel]).statistic)
     brows, bfeats = sets["bvrnn"]
-    out["bvrnn_spearman"] = float(spearmanr(-distances(head, bfeats),
+    out["bvrnn_spearman"] = float(spearmanr(-distances(head, brows, bfeats),
                                             [r["mos"] for r in brows]).statistic)
     srows, sfeats = sets["sanity"]
-    sd = distances(head, sfeats)
+    sd = distances(head, srows, sfeats)
     staus = family_taus(sd, srows, "recording")
     out.update({f"sanity_tau_{f}": v for f, v in staus.items()})
     out["sanity_tau_min"] = float(min(staus.values()))
@@ -362,72 +373,115 @@ def evaluate(head, sets: dict, visqol: dict[int, float]) -> dict[str, float]:
     return out
 
 
+ALL5 = ["nsim", "abs_diff", "deficit", "excess", "modulation"]
 DESIGNS = {
     "nsim band weights (deepaq-small-2's design, level-aligned)": {"features": ["nsim"],
                                                                     "hidden": 0},
-    "all 5 features, band weights": {"features": ["nsim", "abs_diff", "deficit", "excess",
-                                                   "modulation"], "hidden": 0},
-    "all 5 features, monotone MLP head (16)": {"features": ["nsim", "abs_diff", "deficit", "excess",
-                                                    "modulation"], "hidden": 16},
+    "all 5 features, band weights": {"features": ALL5, "hidden": 0},
+    "all 5 features, monotone MLP head (16)": {"features": ALL5, "hidden": 16},
     "nsim + deficit + excess, monotone MLP head (16)": {"features": ["nsim", "deficit", "excess"],
-                                               "hidden": 16},
+                                                        "hidden": 16},
 }
 
 
-def loss_variants(up: dict, inv: list) -> dict[str, dict]:
+def percentile_rank(x: np.ndarray) -> np.ndarray:
+    """Pooled rank of each finite value in [0, 1] (ties averaged); NaN stays NaN."""
+    from scipy.stats import rankdata
+
+    out = np.full(len(x), np.nan)
+    ok = np.isfinite(x)
+    if ok.sum() > 1:
+        out[ok] = (rankdata(x[ok]) - 1) / (ok.sum() - 1)
+    return out
+
+
+def cross_labels(rows: list[dict], work: Path) -> dict[str, np.ndarray]:
+    """Every cross-family label a loss variant may use (higher is better; NaN: no label)."""
+    visqol = np.array([math.nan if r["visqol"] is None else r["visqol"] for r in rows])
+    labels = {"visqol": visqol,
+              "visqol_codecs": np.where([r["codec"] for r in rows], visqol, np.nan)}
+    base = {}
+    for path in sorted(work.glob("baseline_*.json")):
+        values = json.loads(path.read_text())
+        base[path.stem.removeprefix("baseline_")] = np.array(
+            [values.get(r["key"], math.nan) for r in rows])
+    if "lsd" in base:
+        labels["neg_lsd"] = base["lsd"]
+    if len(base) >= 2:
+        labels["consensus"] = np.nanmean([percentile_rank(v) for v in base.values()], axis=0)
+        labels["consensus_visqol"] = np.nanmean(
+            [percentile_rank(v) for v in [*base.values(), visqol]], axis=0)
+    return labels
+
+
+def loss_variants(rows: list[dict], labels: dict) -> dict[str, dict]:
+    up = {r["family"]: bool(r["up"]) for r in rows if not r["invariance"]}
+    inv = sorted({r["family"] for r in rows if r["invariance"]})
     base = {"higher_is_better": up, "invariances": inv, "temperature": 0.05,
-            "ratio_families": ["opus", "mp3", "aac"], "invariance_abs_weight": 0.5}
-    return {
+            "ratio_families": list(CODECS), "invariance_abs_weight": 0.5}
+    variants = {
         "families + invariances": base,
         "+ anchor (mildest > harshest)": {**base, "anchor_weight": 1.0},
+        "+ cross: ViSQOL": {**base, "cross_label": "visqol", "cross_weight": 1.0},
+        "+ cross: ViSQOL, outside each ladder": {**base, "cross_label": "visqol",
+                                                 "cross_weight": 1.0,
+                                                 "cross_scope": "outside_ladder"},
+        "+ cross: ViSQOL, across families only": {**base, "cross_label": "visqol",
+                                                  "cross_weight": 1.0,
+                                                  "cross_scope": "across_families"},
+        "+ cross: ViSQOL, codec items only": {**base, "cross_label": "visqol_codecs",
+                                              "cross_weight": 1.0},
         "+ cross: -LSD": {**base, "cross_label": "neg_lsd", "cross_weight": 1.0, "min_gap": 0.5},
-        "+ cross: ViSQOL (subset)": {**base, "cross_label": "visqol", "cross_weight": 1.0},
+        "+ cross: consensus of baselines": {**base, "cross_label": "consensus",
+                                            "cross_weight": 1.0, "min_gap": 0.05},
+        "+ cross: consensus of baselines and ViSQOL": {**base, "cross_label": "consensus_visqol",
+                                                       "cross_weight": 1.0, "min_gap": 0.05},
+        "+ cross: consensus of baselines and ViSQOL, outside each ladder": {
+            **base, "cross_label": "consensus_visqol", "cross_weight": 1.0, "min_gap": 0.05,
+            "cross_scope": "outside_ladder"},
     }
+    return {k: v for k, v in variants.items() if v.get("cross_label", "visqol") in labels}
+
+
+def selection_score(r: dict) -> float:
+    """The export rule, written before any result: on val, mean family Kendall tau + fraction of
+    invariance items below the mildest degradation + Spearman with ViSQOL on the codec items."""
+    return r["val_tau_mean"] + r["val_invariance"] + r.get("val_visqol_spearman", 0.0)
 
 
 def cmd_fit(args: argparse.Namespace) -> None:
-    from multilabel_ladders import INVARIANCES, higher_is_better
-
     torch.set_num_threads(1)   # 2 threads on the shared machine ran 15x slower
     sets = {name: load_set(args.work, name) for name in ("train", "bvrnn", "sanity")}
-    rows, _ = sets["train"]
-    vpath = args.work / "visqol.json"
-    visqol = {int(k): v for k, v in json.loads(vpath.read_text()).items()} if vpath.exists() \
-        else {}
-    labels = {"neg_lsd": np.array([-r["lsd"] for r in rows]),
-              "visqol": np.array([visqol.get(i, math.nan) for i in range(len(rows))])}
-    variants = loss_variants(higher_is_better(), list(INVARIANCES))
-    if not visqol:
-        variants.pop("+ cross: ViSQOL (subset)")
+    rows, feats = sets["train"]
+    labels = cross_labels(rows, args.work)
+    variants = loss_variants(rows, labels)
     designs = {k: v for k, v in DESIGNS.items() if not args.designs or k in args.designs}
     results = []
     for dname, design in designs.items():
         for lname, largs in variants.items():
             if args.variants and lname not in args.variants:
                 continue
-            head = fit_head(design, largs, rows, sets["train"][1], labels, args.steps, args.lr)
-            res = {"design": dname, "loss": lname, **evaluate(head, sets, visqol)}
+            head = fit_head(design, largs, rows, feats, labels, args.steps, args.lr)
+            res = {"design": dname, "loss": lname, **evaluate(head, sets)}
             results.append((res, head, design, largs))
             print(json.dumps(res), flush=True)
-    (args.work / "fit_results.json").write_text(json.dumps([r for r, *_ in results], indent=1))
+    from deepaq.records import atomic_write_text
+
+    atomic_write_text(args.work / "fit_results.json",
+                      json.dumps([r for r, *_ in results], indent=1))
     keys = ["val_tau_mean", "val_tau_min", "val_invariance", "val_visqol_spearman",
-            "bvrnn_spearman", "sanity_tau_min"]
+            "bvrnn_spearman", "sanity_tau_min", "sanity_tau_opus"]
     print("\n| design | loss | " + " | ".join(keys) + " |")
     print("|---|---|" + "---:|" * len(keys))
     for r, *_ in results:
         print(f"| {r['design']} | {r['loss']} | "
               + " | ".join(f"{r.get(k, math.nan):.3f}" for k in keys) + " |")
-    if args.export:
-        # selection on val only: mean family tau + invariance fraction + agreement with ViSQOL
-        # on the labelled val codec items (the coded-music target); docs/model_design.md
-        # reports what the criterion without the ViSQOL part picks
-        def score(r):
-            return r["val_tau_mean"] + r["val_invariance"] + r.get("val_visqol_spearman", 0.0)
-        best = max(results, key=lambda t: score(t[0]))
-        export(best, args, rows, sets["train"][1], visqol)
+    if args.export and results:
+        best = max(results, key=lambda t: selection_score(t[0]))
+        export(best, args, rows, feats)
 
 
-def export(best, args, rows, feats, visqol) -> None:
+def export(best, args, rows, feats) -> None:
     from deepaq.calibration import MonotonicCubic
     from deepaq.checkpoint import save_checkpoint
     from deepaq.model import QualityModel
@@ -437,77 +491,19 @@ def export(best, args, rows, feats, visqol) -> None:
                          embed_dim=None, head="none", pooling="frame", distance="compare",
                          comparison=design["features"], compare_hidden=design["hidden"])
     model.compare_head.load_state_dict(head.state_dict())
-    d = distances(head, feats)
-    labelled = [i for i in sorted(visqol) if rows[i]["split"] == "val"]
+    d = distances(head, rows, feats)
+    # to ViSQOL's MOS scale on coded music: the val codec items and the clean point
+    labelled = [i for i, r in enumerate(rows)
+                if r["split"] == "val" and r["codec"] and r["visqol"] is not None]
     calibration = MonotonicCubic().fit(np.r_[d[labelled], 0.0],
-                                       np.r_[[visqol[i] for i in labelled], 4.73]).to_dict() \
-        if labelled else None
+                                       np.r_[[rows[i]["visqol"] for i in labelled], 4.73]
+                                       ).to_dict() if labelled else None
     metadata = {"trained_with": "benchmarks/bench_multilabel.py fit", "design": res["design"],
                 "loss": res["loss"], "loss_args": largs, "window_seconds": WINDOW_S,
+                "steps": args.steps, "lr": args.lr,
                 "val": {k: round(v, 4) for k, v in res.items() if k.startswith("val_")}}
     save_checkpoint(model.eval(), args.export, calibration=calibration, metadata=metadata)
     print(f"exported {res['design']} / {res['loss']} to {args.export}")
-
-
-def cmd_checkpoints(args: argparse.Namespace) -> None:
-    """Score checkpoints through ``deepaq.scoring.Scorer`` (the real scoring path) and -LSD on
-    bvrnn and the sanity suite, side by side; invariances as calibrated MOS changes."""
-    import csv
-
-    from multilabel_ladders import codec_specs, ladder
-    from scipy.stats import spearmanr
-    from tqdm import tqdm
-
-    from deepaq.audio import read_audio
-    from deepaq.scoring import Scorer
-
-    torch.set_num_threads(1)
-    scorers = {name: Scorer.from_pretrained(path, device="cpu")
-               for name, path in (c.split("=", 1) for c in args.checkpoint)}
-    with open(BVRNN / "stimuli.csv") as f:
-        stimuli = list(csv.DictReader(f))
-    results: dict[str, dict] = {name: {} for name in [*scorers, "-LSD"]}
-    mos = [float(s["mos"]) for s in stimuli]
-    for name, scorer in scorers.items():
-        d = [scorer.score(str(BVRNN / s["reference"]), str(BVRNN / s["degraded"])).distance
-             for s in tqdm(stimuli, desc=f"bvrnn {name}", unit="pair")]
-        results[name]["bvrnn_spearman"] = float(spearmanr(-np.array(d), mos).statistic)
-    files = sorted(REAL.glob("*48_stereo.wav"))
-    clips = [read_audio(p)[0][:, :int(8 * SR)] for p in files]
-    specs = codec_specs((16, 24, 32, 48, 64, 96, 128))
-    rows, dist, calibrated = [], {n: [] for n in results}, {n: [] for n in scorers}
-    for i, (path, clip) in enumerate(tqdm(list(zip(files, clips)), desc="sanity", unit="rec")):
-        other = clips[(i + 1) % len(clips)]
-        if other.shape[1] < clip.shape[1]:
-            other = np.tile(other, (1, 2))
-        items = ladder(clip, other, 77 + i, codecs=specs)
-        for name, scorer in scorers.items():
-            clean = scorer.score(clip, clip, sample_rate=SR).mos
-            for _, _, deg in items:
-                r = scorer.score(clip, deg, sample_rate=SR)
-                dist[name].append(r.distance)
-                calibrated[name].append(np.nan if r.mos is None else r.mos - clean)
-        dist["-LSD"] += [lsd_db(clip, deg) for _, _, deg in items]
-        rows += [{"recording": path.stem, "family": f, "level": lv} for f, lv, _ in items]
-    for name, result in results.items():
-        d = np.array(dist[name])
-        taus = family_taus(d, rows, "recording")
-        result.update({f"sanity_tau_{f}": v for f, v in taus.items()})
-        result["sanity_tau_min"] = float(min(taus.values()))
-        result.update({f"sanity_inv_{f}": v
-                       for f, v in invariance_check(d, rows, "recording").items()})
-        if name in calibrated:
-            change = np.abs(np.array(calibrated[name]))
-            for family in ("gain", "polarity", "resample_roundtrip", "delay"):
-                sel = [k for k, r in enumerate(rows) if r["family"] == family]
-                result[f"max_mos_change_{family}"] = float(np.nanmax(change[sel]))
-    (args.work / "checkpoint_results.json").write_text(json.dumps(results, indent=1))
-    keys = sorted({k for r in results.values() for k in r})
-    print("| metric | " + " | ".join(results) + " |")
-    print("|---|" + "---:|" * len(results))
-    for k in keys:
-        print(f"| {k} | " + " | ".join(f"{r.get(k, math.nan):.3f}" for r in results.values())
-              + " |")
 
 
 def cmd_ceiling(args: argparse.Namespace) -> None:
@@ -562,21 +558,22 @@ def cmd_ceiling(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("features", "visqol", "fit", "checkpoints", "ceiling"):
+    for name in ("features", "baselines", "fit", "ceiling"):
         s = sub.add_parser(name)
         s.add_argument("--work", type=Path, required=True)
-        s.add_argument("--music", type=Path, default=None, help="deepaq-prep render index.jsonl")
-        s.add_argument("--per-split", type=int, default=8)
-        s.add_argument("--steps", type=int, default=400)
+        s.add_argument("--corpus", type=Path, default=None,
+                       help="manifest.jsonl of a deepaq-prep build with the families grid")
+        s.add_argument("--metrics", default="lsd,zimtohrli", help="baselines: registry names")
+        s.add_argument("--excerpts", type=int, default=0,
+                       help="baselines: label this many train excerpts (0: all)")
+        s.add_argument("--steps", type=int, default=250)
         s.add_argument("--lr", type=float, default=0.02)
         s.add_argument("--designs", nargs="*", default=None)
         s.add_argument("--variants", nargs="*", default=None)
         s.add_argument("--export", type=Path, default=None)
-        s.add_argument("--checkpoint", action="append", default=[],
-                       help="checkpoints: NAME=FOLDER, repeatable")
     args = p.parse_args(argv)
-    {"features": cmd_features, "visqol": cmd_visqol, "fit": cmd_fit,
-     "checkpoints": cmd_checkpoints, "ceiling": cmd_ceiling}[args.cmd](args)
+    {"features": cmd_features, "baselines": cmd_baselines, "fit": cmd_fit,
+     "ceiling": cmd_ceiling}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 WITHIN = ("batch", "excerpt")
 ANCHORS = ("all", "reference")
+CROSS_SCOPES = ("all", "outside_ladder", "across_families")
 
 
 def pairwise_l2(features: Tensor) -> Tensor:
@@ -347,6 +348,10 @@ class MultiLabelRankLoss(nn.Module):
     - ``cross``: all pairs (within and across excerpts) of degraded, non-invariance items whose
       ``cross_label`` column (higher is better: ViSQOL, or a consensus of baselines) differs by
       more than ``min_gap``: one scale across families. Skipped when the column is None or NaN.
+      ``cross_scope`` limits the pairs: ``all``; ``outside_ladder`` leaves out the pairs of one
+      excerpt's ladder (the family term orders those, and a teacher that disagrees with the
+      control parameter, as ViSQOL does on Opus, would undo it); ``across_families`` keeps only
+      pairs of different families (the label then only says how families compare).
     - ``anchor``: same excerpt, the mildest level of each family against the harshest level of
       every other family: a label-free way to put families on one scale.
 
@@ -360,8 +365,11 @@ class MultiLabelRankLoss(nn.Module):
                  cross_label: str | None = None, cross_weight: float = 0.0,
                  min_gap: float = 0.02, anchor_weight: float = 0.0, level_ratio: float = 1.2,
                  ratio_families: list[str] | None = None, family_column: str = "family",
-                 level_column: str = "level"):
+                 level_column: str = "level", cross_scope: str = "all"):
         super().__init__()
+        if cross_scope not in CROSS_SCOPES:
+            raise ValueError(f"cross_scope must be one of {CROSS_SCOPES}, got {cross_scope!r}")
+        self.cross_scope = cross_scope
         self.higher_is_better = {str(k): bool(v) for k, v in dict(higher_is_better).items()}
         self.invariances = [str(f) for f in (invariances or [])]
         overlap = set(self.invariances) & set(self.higher_is_better)
@@ -408,6 +416,10 @@ class MultiLabelRankLoss(nn.Module):
             ok = ladder & torch.isfinite(cross)
             masks["cross"] = ok[:, None] & ok[None, :] & (cross[:, None] > cross[None, :]
                                                           + self.min_gap)
+            if self.cross_scope == "outside_ladder":
+                masks["cross"] &= ~same_family
+            elif self.cross_scope == "across_families":
+                masks["cross"] &= fam[:, None] != fam[None, :]
         # anchor: per excerpt and family, the mildest level beats the harshest of every other one
         g_fam = same_family | torch.eye(n, dtype=torch.bool, device=device) & ladder[:, None]
         score = torch.where(ladder, goodness, torch.zeros_like(goodness))

@@ -205,7 +205,7 @@ def _multilabel_batch(seed: int):
     return features, groups, batch
 
 
-def _loop_multilabel(d, groups, batch, t, up, inv, min_gap):
+def _loop_multilabel(d, groups, batch, t, up, inv, min_gap, cross_scope="all"):
     """Every term as a literal double loop (d: each item's distance to its own reference)."""
     fam, lev, vis = batch["family"], batch["level"], batch["visqol"]
     g = groups.tolist()
@@ -227,7 +227,10 @@ def _loop_multilabel(d, groups, batch, t, up, inv, min_gap):
             pair = sp((dn[i] - dn[j]) / t)
             if g[i] == g[j] and fam[i] == fam[j] and good(i) > good(j):
                 terms["family"].append(pair)
-            if vis[i] > vis[j] + min_gap:                     # NaN compares False
+            in_scope = {"all": True,
+                        "outside_ladder": not (g[i] == g[j] and fam[i] == fam[j]),
+                        "across_families": fam[i] != fam[j]}[cross_scope]
+            if vis[i] > vis[j] + min_gap and in_scope:       # NaN compares False
                 terms["cross"].append(pair)
             same_fam = [k for k in ladder if g[k] == g[i] and fam[k] == fam[i]]
             other = [k for k in ladder if g[k] == g[j] and fam[k] == fam[j]]
@@ -245,8 +248,9 @@ def _loop_multilabel(d, groups, batch, t, up, inv, min_gap):
     return out
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_multilabel_rank_loss_terms_match_a_direct_loop(seed):
+@pytest.mark.parametrize(("seed", "cross_scope"), [(0, "all"), (1, "all"),
+                                                   (0, "outside_ladder"), (1, "across_families")])
+def test_multilabel_rank_loss_terms_match_a_direct_loop(seed, cross_scope):
     from deepaq.losses import MultiLabelRankLoss
 
     features, groups, batch = _multilabel_batch(seed)
@@ -254,13 +258,13 @@ def test_multilabel_rank_loss_terms_match_a_direct_loop(seed):
     loss = MultiLabelRankLoss(up, invariances=["gain"], temperature=0.3, family_weight=1.0,
                               invariance_weight=2.0, invariance_abs_weight=0.5,
                               cross_label="visqol", cross_weight=0.7, min_gap=0.1,
-                              anchor_weight=1.5)
+                              anchor_weight=1.5, cross_scope=cross_scope)
     out = loss.terms(features, groups, batch)
     refs = [0] * 9 + [9] * 9
     d = [math.sqrt(sum((a - b) ** 2 for a, b in zip(features[i].tolist(),
                                                     features[refs[i]].tolist())))
          for i in range(18)]
-    want = _loop_multilabel(d, groups, batch, 0.3, up, ["gain"], 0.1)
+    want = _loop_multilabel(d, groups, batch, 0.3, up, ["gain"], 0.1, cross_scope)
     for name, value in want.items():
         assert out[name].item() == pytest.approx(value, rel=1e-9), name
     total = (want["family"] + 2.0 * want["invariance"] + 0.5 * want["invariance_abs"]
@@ -284,3 +288,5 @@ def test_multilabel_rank_loss_ladders_point_the_registry_way_and_reject_unknown_
     assert loss(right, groups, batch) < loss(wrong, groups, batch)
     with pytest.raises(ValueError, match="no direction"):
         MultiLabelRankLoss({"noise": True})(right, groups, batch)
+    with pytest.raises(ValueError, match="cross_scope"):
+        MultiLabelRankLoss({"noise": True}, cross_scope="ladders")
