@@ -3,10 +3,10 @@
 Why here and not in a corpus on disk: the ``compare`` model's backbone has no parameters, so a
 ladder item is needed only once, to compute its comparison features against its reference; the
 audio never has to be written. Families come from ``data_prep.degradations`` (noise, low-pass,
-clipping, packet loss, reverberation) and ``data_prep.codecs`` (Opus, MP3, AAC by bitrate), plus
-the families of issue 15 that need no stems: band-limited resampling, interference from another
-piece at a given SIR, time-frequency mask artefacts, and the invariances (gain, polarity,
-resampling round trip, delay). ``higher_is_better`` gives each family's direction for the loss.
+clipping, packet loss, reverberation, band-limited resampling, the resampling round trip) and
+``data_prep.codecs`` (Opus, MP3, AAC by bitrate), plus the families of issue 15 that need no stems:
+interference from another piece at a given SIR, time-frequency mask artefacts, and the other
+invariances (gain, polarity, delay). ``higher_is_better`` gives each family's direction for the loss.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from __future__ import annotations
 import zlib
 
 import numpy as np
-
-from deepaq.audio import resample
 
 SR = 48000
 #: family -> (levels, higher_is_better); codecs are added by ``codec_specs``
@@ -75,10 +73,9 @@ def degrade(family: str, level: float, audio: np.ndarray, other: np.ndarray | No
     """One (family, level) version of ``audio`` (C, N) at 48 kHz, same shape."""
     from data_prep.degradations import get_degradation
 
-    if family in ("noise_white", "noise_pink", "lowpass", "clipping", "packet_loss", "reverb"):
+    if family in ("noise_white", "noise_pink", "lowpass", "clipping", "packet_loss", "reverb",
+                  "resample_bandlimit", "resample_roundtrip"):
         return get_degradation(family)(audio, SR, level, rng)
-    if family == "resample_bandlimit":
-        return resample(resample(audio, SR, int(level)), int(level), SR)[:, :audio.shape[1]]
     if family == "interference":
         return mix_at_ratio(audio, other[:, :audio.shape[1]], level)
     if family == "mask_artefacts":
@@ -87,8 +84,6 @@ def degrade(family: str, level: float, audio: np.ndarray, other: np.ndarray | No
         return (audio * 10.0 ** (level / 20.0)).astype(np.float32)
     if family == "polarity":
         return -audio
-    if family == "resample_roundtrip":
-        return resample(resample(audio, SR, int(level)), int(level), SR)[:, :audio.shape[1]]
     if family == "delay":
         lag = int(level * SR / 1000)
         return np.concatenate([np.zeros((audio.shape[0], lag), np.float32), audio[:, :-lag]], 1)
