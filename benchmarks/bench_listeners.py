@@ -343,6 +343,8 @@ def run_sanity(rows: list[Row], quick: bool, seconds: float, cached_only: bool,
                max_recordings: int | None = None) -> dict:
     from tqdm import tqdm
 
+    from deepaq.alignment import fit_length
+
     families, items, skipped, recs = sanity_plan(quick, seconds)
     if quick and max_recordings is None:
         max_recordings = 3
@@ -359,8 +361,7 @@ def run_sanity(rows: list[Row], quick: bool, seconds: float, cached_only: bool,
             continue
         clean = load_excerpt(recs[ri], seconds)
         other = load_excerpt(recs[(ri + 1) % len(recs)], seconds)
-        other = other[:, :clean.shape[1]] if other.shape[1] >= clean.shape[1] else np.pad(
-            other, ((0, 0), (0, clean.shape[1] - other.shape[1])))
+        other = fit_length(other, clean.shape[1])
         for item in rec_items:
             need = [r for r in loaded if item["key"] not in r.cache]
             if not need:

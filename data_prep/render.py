@@ -484,6 +484,7 @@ def render_piece(cand: Candidate, out_path: str | os.PathLike, settings: RenderS
     """Render one work to ``out_path`` (FLAC); returns its index row. Raises on any failure."""
     from music21 import converter, stream
 
+    from deepaq.alignment import fit_length
     from deepaq.audio import rms_dbfs, write_audio
 
     rng = random.Random(f"render-piece|{settings.seed}|{cand.key}")
@@ -515,7 +516,7 @@ def render_piece(cand: Candidate, out_path: str | os.PathLike, settings: RenderS
             stems = [_synthesise(_write_midi(m, Path(tmp) / f"part{k}.mid"), settings)
                      for k, m in enumerate(_stem_midis(mf, n_parts))]
             n = max(y.shape[1] for y in stems)
-            stems = [np.pad(y, ((0, 0), (0, n - y.shape[1]))) for y in stems]
+            stems = [fit_length(y, n) for y in stems]
             audio = np.sum(stems, axis=0, dtype=np.float32)
         else:
             if settings.stems:

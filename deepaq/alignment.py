@@ -83,6 +83,7 @@ def estimate_lag(reference: np.ndarray | ReferenceSignal, degraded: np.ndarray,
     k = int(max_lag)
     head = deg[: ref.length + k]
     lo, hi = max(-k, -(ref.length - 1)), min(k, deg.size - 1)  # lags where the signals overlap
+    # not visqol_batched._first_argmax_lag, which copies ViSQOL's label rule (first signed peak)
     peak = np.abs if either_polarity else (lambda c: c)
     approx = peak(_window(ref, head, k, lo, hi, np.float32))
     margin = SETTLE_MARGIN * np.linalg.norm(ref.mono) * np.linalg.norm(head)
@@ -154,10 +155,11 @@ def shift(x: np.ndarray, lag: int, length: int) -> np.ndarray:
 
 
 def fit_length(x: np.ndarray, length: int) -> np.ndarray:
-    """Trim or zero-pad ``(C, N)`` audio at the end to exactly ``length`` samples."""
-    if x.shape[1] >= length:
-        return x[:, :length]
-    return np.pad(x, ((0, 0), (0, length - x.shape[1])))
+    """Trim or zero-pad ``(N,)`` or ``(C, N)`` audio at the end of its last axis to exactly
+    ``length`` samples (one rule for every copy that cuts a signal to its reference's length)."""
+    if x.shape[-1] >= length:
+        return x[..., :length]
+    return np.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, length - x.shape[-1])])
 
 
 def align_to_reference(reference: np.ndarray | ReferenceSignal, degraded: np.ndarray,

@@ -14,7 +14,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -174,14 +174,20 @@ class JsonlAppender:
     """Append rows to a JSONL file one fsync'd line at a time, for resumable batch jobs.
 
     Opening repairs a torn last line (from a killed process) by truncating it, so a rerun with
-    ``--resume`` continues from the last complete row.
+    ``--resume`` continues from the last complete row. ``start_with`` replaces the file by those
+    rows first (atomically, so a kill keeps the old file) and appends after them; being known,
+    they are not read back.
     """
 
-    def __init__(self, path: str | os.PathLike, resume: bool = False):
+    def __init__(self, path: str | os.PathLike, resume: bool = False,
+                 start_with: Sequence[dict] | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.done: dict[str, dict] = {}
-        if resume and self.path.exists():
+        if start_with is not None:
+            write_jsonl(self.path, start_with)
+            self.done = {str(row.get("key")): row for row in start_with}
+        elif resume and self.path.exists():
             self._repair()
             for row in iter_jsonl(self.path):
                 self.done[str(row.get("key"))] = row

@@ -470,11 +470,8 @@ def _batch(args: argparse.Namespace) -> int:
     progress = None
     if out is not None:
         # start the progress file from the rows kept, so a kill now loses nothing of them
-        from deepaq.records import write_jsonl
-
-        partial = _partial_path(out)
-        write_jsonl(partial, [done[it["key"]] for it in mine if it["key"] in done])
-        progress = JsonlAppender(partial, resume=True)
+        progress = JsonlAppender(_partial_path(out),
+                                 start_with=[done[it["key"]] for it in mine if it["key"] in done])
     rows_in = _score_rows(backend, todo, args) if todo else iter(())
     backend = None  # only the generator holds it now (with --jobs it lets go before the workers)
     if not args.no_progress and todo:

@@ -68,6 +68,7 @@ from typing import Any
 
 import numpy as np
 
+from deepaq.alignment import fit_length
 from deepaq.audio import AudioError, apply_channel_policy, check_audio, resample, silence_reason
 from deepaq.backbones import file_sha256
 from deepaq.resources import default_checkpoint_dir
@@ -212,7 +213,7 @@ class _FileSource(_Source):
         mono = load_audio(self.path, sample_rate=self.rate, channels="mono")[0]
         check_not_silent(mono, self.path, SILENCE_DBFS)
         if hasattr(self, "num_samples"):  # match the header's length exactly (soxr rounding)
-            mono = _fit_length(mono, self.num_samples)
+            mono = fit_length(mono, self.num_samples)
         self.num_samples = mono.shape[0]
         self.data = mono
 
@@ -238,7 +239,7 @@ class _FileSource(_Source):
         block = check_audio(block, sr, self.path)
         mono = resample(apply_channel_policy(block, "mono", self.path), sr, self.rate)[0]
         offset = round(start - a * self.rate / sr)
-        out = _fit_length(mono[max(offset, 0):], stop - start)
+        out = fit_length(mono[max(offset, 0):], stop - start)
         self._sum += float(np.sum(out, dtype=np.float64))
         self._sumsq += float(np.sum(np.square(out, dtype=np.float64)))
         self._count += out.shape[0]
@@ -274,16 +275,10 @@ class _ShiftedSource(_Source):
         block = self.src.read(max(a, 0), max(b, 0))
         if a < 0:
             block = np.concatenate([np.zeros(min(-a, stop - start), np.float32), block])
-        return _fit_length(block, stop - start)
+        return fit_length(block, stop - start)
 
     def check_level(self) -> None:
         self.src.check_level()
-
-
-def _fit_length(x: np.ndarray, n: int) -> np.ndarray:
-    if x.shape[0] >= n:
-        return x[:n]
-    return np.pad(x, (0, n - x.shape[0]))
 
 
 def _as_numpy(x: Any) -> np.ndarray:

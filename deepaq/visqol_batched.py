@@ -147,13 +147,17 @@ def _slice_signal(sig: _Piece, start_time: float, end_time: float) -> _Piece:
     return out
 
 
+def _kept_lag(lag: int, ref_length: int) -> int:
+    """visqol's ``globally_align`` undoes a lag only within half the reference's length, else 0."""
+    return 0 if abs(lag) > ref_length / 2.0 else int(lag)
+
+
 def _align_and_truncate(ref: _Piece, deg: _Piece, best_lag: int) -> tuple[_Piece, _Piece]:
     """visqol's ``align_and_truncate`` given the lag its ``globally_align`` finds."""
-    if best_lag == 0 or abs(best_lag) > ref.n / 2.0:
-        best_lag = 0
-    elif best_lag < 0:
+    best_lag = _kept_lag(best_lag, ref.n)
+    if best_lag < 0:
         deg = deg.slice(-best_lag, deg.n)
-    else:
+    elif best_lag > 0:
         deg = deg.prepend(best_lag)
     lag_seconds = best_lag / float(SAMPLE_RATE)
     if ref.n > deg.n:
@@ -380,13 +384,13 @@ class BatchedVisqolLabeller:
                 lags[chunk] = ops.best_lags(ref_spec, ops.spectrum(envs, n, points), n, points)
         out = []
         for d, lag in zip(degs, lags):
-            lag = int(lag)
-            if lag == 0 or abs(lag) > len(ref) / 2.0:
-                out.append(d)
-            elif lag < 0:
+            lag = _kept_lag(int(lag), len(ref))
+            if lag < 0:
                 out.append(d[-lag:])
-            else:
+            elif lag > 0:
                 out.append(np.concatenate([np.zeros(lag), d]))
+            else:
+                out.append(d)
         return out
 
     def _spectrograms(self, sources: list[np.ndarray]) -> list[np.ndarray]:
@@ -545,6 +549,7 @@ def _dp(table, idx, num_patches, num_frames, window):
 def _first_argmax_lag(xcorr: np.ndarray, n: int) -> np.ndarray:
     """visqol's lag pick: the first maximum of [negative lags, then lags 0..n-1] of each row of a
     circular cross-correlation (without building that concatenation)."""
+    # not alignment.estimate_lag (|peak|, a window): visqol-python's first signed peak, every lag
     max_lag = n - 1
     negative = xcorr[..., xcorr.shape[-1] - max_lag:] if max_lag else xcorr[..., :0]
     positive = xcorr[..., :max_lag + 1]

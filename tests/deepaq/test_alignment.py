@@ -176,3 +176,14 @@ def test_shift_and_fit_length_pad_and_trim():
     assert fit_length(x, 12)[0, 10:].tolist() == [0, 0]
     np.testing.assert_array_equal(shift(x, 2, 10)[0], [3, 4, 5, 6, 7, 8, 9, 10, 0, 0])
     np.testing.assert_array_equal(shift(x, -2, 10)[0], [0, 0, 1, 2, 3, 4, 5, 6, 7, 8])
+
+
+def test_fit_length_cuts_or_pads_one_channel_like_many():
+    """One rule for mono (N,) and (C, N) audio: the scorer's windows are 1-D, the corpus's 2-D."""
+    x = np.arange(1, 11, dtype=np.float32)
+    np.testing.assert_array_equal(fit_length(x, 4), x[:4])
+    assert fit_length(x, 12).tolist() == [*x.tolist(), 0, 0]
+    assert fit_length(x, 12).dtype == x.dtype
+    stereo = np.stack([x, -x])
+    for n in (4, 10, 12):
+        np.testing.assert_array_equal(fit_length(stereo, n)[1], -fit_length(x, n))

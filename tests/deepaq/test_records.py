@@ -35,3 +35,17 @@ def test_appender_repairs_torn_tail_and_resumes(tmp_path):
     with JsonlAppender(p, resume=False) as w:  # a fresh run starts over
         assert w.done == {}
     assert not p.read_text()
+
+
+def test_appender_started_with_rows_replaces_the_file_and_appends(tmp_path, monkeypatch):
+    import deepaq.records
+
+    p = tmp_path / "out.jsonl"
+    p.write_text('{"key": "old", "v": 0}\n{"key": "torn", "v"')
+    kept = [{"key": "a", "v": 1}, {"key": "b", "v": None}]
+    monkeypatch.setattr(deepaq.records, "iter_jsonl", None)  # the rows are known: no read back
+    with JsonlAppender(p, resume=True, start_with=kept) as w:
+        assert w.done == {"a": kept[0], "b": kept[1]}
+        w.write({"key": "c", "v": 3})
+    monkeypatch.undo()
+    assert read_jsonl(p) == [*kept, {"key": "c", "v": 3}]

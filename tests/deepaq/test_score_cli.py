@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -250,7 +251,9 @@ def test_resume_retries_failed_rows_in_place(checkpoint, audio, tmp_path):
     assert not (tmp_path / "out.jsonl.partial.jsonl").exists()
 
 
-def test_resume_continues_an_interrupted_progress_file(checkpoint, audio, tmp_path):
+def test_resume_continues_an_interrupted_progress_file(checkpoint, audio, tmp_path, monkeypatch):
+    import deepaq.records
+
     pairs = _pairs_csv(audio, audio / "pairs.csv")
     out = tmp_path / "out.jsonl"
     ref = tmp_path / "ref.jsonl"
@@ -263,8 +266,17 @@ def test_resume_continues_an_interrupted_progress_file(checkpoint, audio, tmp_pa
     partial = tmp_path / "out.jsonl.partial.jsonl"
     partial.write_text("".join(full[:2]) + full[2][:20])  # killed while writing row 3
     assert run(["score", *common, "--output", str(out)]) == 2  # progress is not thrown away
+    reads = []
+    real_iter_jsonl = deepaq.records.iter_jsonl
+
+    def counting_iter_jsonl(path, *a, **kw):
+        reads.append(Path(path))
+        return real_iter_jsonl(path, *a, **kw)
+
+    monkeypatch.setattr(deepaq.records, "iter_jsonl", counting_iter_jsonl)
     assert run(["score", *common, "--output", str(out), "--resume"]) == 1
     assert out.read_text() == ref.read_text() and not partial.exists()
+    assert reads.count(partial) == 1  # rewritten from the rows kept, not read back
 
 
 # -- errors: one line, exit 2, naming the flag or file (#16.11) --------------------------------------
