@@ -145,7 +145,7 @@ def label_ceiling(rows: list[dict]) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "deepaq-small-3"))
+    p.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "deepaq-small-4"))
     p.add_argument("--extra-checkpoint", action="append", default=[],
                    help="NAME=PATH: more checkpoints in the table (ablations)")
     p.add_argument("--train-manifest", type=Path, default=None,

@@ -53,10 +53,22 @@ BACKBONE = {"sample_rate": SR, "windows": [3840, 2048], "bands": [32, 64], "hop_
 CODECS = ("opus", "mp3", "aac")
 
 
-def feature_model():
+def backbone_args(work: Path, f_max: float | None = None) -> dict:
+    """The backbone the work folder's features were computed with (``backbone.json``, written by
+    ``features``; ``f_max``: the top band's centre, None = Nyquist)."""
+    path = work / "backbone.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if f_max is not None and saved.get("f_max") != f_max:
+            raise SystemExit(f"{work}: features were computed with f_max {saved.get('f_max')}")
+        return saved
+    return {**BACKBONE, **({"f_max": f_max} if f_max else {})}
+
+
+def feature_model(args: dict):
     from deepaq.model import QualityModel
 
-    return QualityModel(backbone="gammatone", backbone_args=BACKBONE, layers=None, embed_dim=None,
+    return QualityModel(backbone="gammatone", backbone_args=args, layers=None, embed_dim=None,
                         head="none", pooling="frame", distance="compare").eval()
 
 
@@ -67,7 +79,8 @@ def mono(x: np.ndarray) -> np.ndarray:
 @torch.no_grad()
 def pair_features(model, ref: np.ndarray, degs: list[np.ndarray]) -> np.ndarray:
     """[N, W, K, C] comparison features of ``ref`` against each of ``degs`` over the scorer's
-    windows, after the scorer's alignment (a corpus item is aligned already; a delay is not)."""
+    windows, after the scorer's alignment (a corpus item is aligned already; a delay or a
+    polarity inversion is not)."""
     from deepaq.alignment import ReferenceSignal, align_to_reference
     from deepaq.scoring import window_starts
 
@@ -79,7 +92,7 @@ def pair_features(model, ref: np.ndarray, degs: list[np.ndarray]) -> np.ndarray:
     ref_emb = model(torch.from_numpy(np.stack([r[0, s:s + win] for s in starts])))
     out = []
     for deg in degs:
-        d = align_to_reference(signal, mono(deg)[None], int(0.5 * SR))[0]
+        d = align_to_reference(signal, mono(deg)[None], int(0.5 * SR), either_polarity=True)[0]
         dw = torch.from_numpy(np.ascontiguousarray(np.stack([d[0, s:s + win] for s in starts])))
         out.append(model.comparison_features(ref_emb, model(dw)).numpy())
     return np.stack(out)
@@ -153,7 +166,9 @@ def cmd_features(args: argparse.Namespace) -> None:
     from deepaq.audio import read_audio, resample
 
     args.work.mkdir(parents=True, exist_ok=True)
-    model = feature_model()
+    backbone = backbone_args(args.work, args.f_max)
+    (args.work / "backbone.json").write_text(json.dumps(backbone))
+    model = feature_model(backbone)
     torch.set_num_threads(1)   # 2 threads on the shared machine ran 15x slower
     if not (args.work / "train.npz").exists():
         if args.corpus is None:
@@ -431,6 +446,16 @@ def loss_variants(rows: list[dict], labels: dict) -> dict[str, dict]:
                                                   "cross_scope": "across_families"},
         "+ cross: ViSQOL, codec items only": {**base, "cross_label": "visqol_codecs",
                                               "cross_weight": 1.0},
+        "+ cross: ViSQOL, weight 0.25": {**base, "cross_label": "visqol", "cross_weight": 0.25},
+        "+ cross: ViSQOL, weight 0.1": {**base, "cross_label": "visqol", "cross_weight": 0.1},
+        "+ cross: ViSQOL, family weight 4": {**base, "cross_label": "visqol", "cross_weight": 1.0,
+                                             "family_weight": 4.0},
+        "+ cross: ViSQOL, min gap 0.5 MOS": {**base, "cross_label": "visqol", "cross_weight": 1.0,
+                                             "min_gap": 0.5},
+        "+ cross: ViSQOL, invariance pull 2": {**base, "cross_label": "visqol",
+                                               "cross_weight": 1.0, "invariance_abs_weight": 2.0},
+        "+ cross: ViSQOL, invariance pull 8": {**base, "cross_label": "visqol",
+                                               "cross_weight": 1.0, "invariance_abs_weight": 8.0},
         "+ cross: -LSD": {**base, "cross_label": "neg_lsd", "cross_weight": 1.0, "min_gap": 0.5},
         "+ cross: consensus of baselines": {**base, "cross_label": "consensus",
                                             "cross_weight": 1.0, "min_gap": 0.05},
@@ -467,15 +492,22 @@ def cmd_fit(args: argparse.Namespace) -> None:
             print(json.dumps(res), flush=True)
     from deepaq.records import atomic_write_text
 
-    atomic_write_text(args.work / "fit_results.json",
-                      json.dumps([r for r, *_ in results], indent=1))
+    # every run adds its rows to the work folder's table (a row fitted again replaces its old one)
+    path = args.work / "fit_results.json"
+    table = {(r["design"], r["loss"]): r
+             for r in (json.loads(path.read_text()) if path.exists() else [])}
+    table.update({(r["design"], r["loss"]): r for r, *_ in results})
+    atomic_write_text(path, json.dumps(list(table.values()), indent=1))
     keys = ["val_tau_mean", "val_tau_min", "val_invariance", "val_visqol_spearman",
             "bvrnn_spearman", "sanity_tau_min", "sanity_tau_opus"]
-    print("\n| design | loss | " + " | ".join(keys) + " |")
-    print("|---|---|" + "---:|" * len(keys))
-    for r, *_ in results:
+    print("\n| design | loss | " + " | ".join(keys) + " | selection |")
+    print("|---|---|" + "---:|" * (len(keys) + 1))
+    for r in table.values():
         print(f"| {r['design']} | {r['loss']} | "
-              + " | ".join(f"{r.get(k, math.nan):.3f}" for k in keys) + " |")
+              + " | ".join(f"{r.get(k, math.nan):.3f}" for k in keys)
+              + f" | {selection_score(r):.3f} |")
+    top = max(table.values(), key=selection_score)
+    print(f"\nselection rule, whole table: {top['design']} / {top['loss']}")
     if args.export and results:
         best = max(results, key=lambda t: selection_score(t[0]))
         export(best, args, rows, feats)
@@ -487,7 +519,7 @@ def export(best, args, rows, feats) -> None:
     from deepaq.model import QualityModel
 
     res, head, design, largs = best
-    model = QualityModel(backbone="gammatone", backbone_args=BACKBONE, layers=None,
+    model = QualityModel(backbone="gammatone", backbone_args=backbone_args(args.work), layers=None,
                          embed_dim=None, head="none", pooling="frame", distance="compare",
                          comparison=design["features"], compare_hidden=design["hidden"])
     model.compare_head.load_state_dict(head.state_dict())
@@ -566,6 +598,8 @@ def main(argv: list[str] | None = None) -> None:
         s.add_argument("--metrics", default="lsd,zimtohrli", help="baselines: registry names")
         s.add_argument("--excerpts", type=int, default=0,
                        help="baselines: label this many train excerpts (0: all)")
+        s.add_argument("--f-max", type=float, default=None,
+                       help="features: top band centre in Hz (default: Nyquist)")
         s.add_argument("--steps", type=int, default=250)
         s.add_argument("--lr", type=float, default=0.02)
         s.add_argument("--designs", nargs="*", default=None)

@@ -163,7 +163,7 @@ def fit_length(x: np.ndarray, length: int) -> np.ndarray:
 
 
 def align_to_reference(reference: np.ndarray | ReferenceSignal, degraded: np.ndarray,
-                       max_lag: int) -> tuple[np.ndarray, int]:
+                       max_lag: int, either_polarity: bool = False) -> tuple[np.ndarray, int]:
     """Shift ``degraded`` (C, M) onto ``reference`` (C', N): returns ``(aligned (C, N), lag)``.
 
     ``lag`` is what :func:`estimate_lag` found (and what was undone); the result always has the
@@ -173,5 +173,5 @@ def align_to_reference(reference: np.ndarray | ReferenceSignal, degraded: np.nda
     if degraded.ndim == 1:
         degraded = degraded[None]
     ref = reference if isinstance(reference, ReferenceSignal) else ReferenceSignal(reference)
-    lag = estimate_lag(ref, degraded, max_lag)
+    lag = estimate_lag(ref, degraded, max_lag, either_polarity=either_polarity)
     return shift(degraded, lag, ref.length), lag

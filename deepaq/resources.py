@@ -10,7 +10,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-DEFAULT_CHECKPOINT_NAME = "deepaq-small-3"
+DEFAULT_CHECKPOINT_NAME = "deepaq-small-4"
 
 
 def shipped_folder(name: str) -> Path:
@@ -23,7 +23,7 @@ def shipped_folder(name: str) -> Path:
 
 
 def default_checkpoint_dir() -> Path:
-    """The shipped default model folder (``checkpoints/deepaq-small-3``)."""
+    """The shipped default model folder (``checkpoints/deepaq-small-4``)."""
     return shipped_folder("checkpoints") / DEFAULT_CHECKPOINT_NAME
 
 

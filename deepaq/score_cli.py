@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="join OUTPUT.shard-*-of-N.SUFFIX into --output in --input's order")
     p.add_argument("--jobs", "-j", type=positive_int, default=1,
                    help="CPU worker processes (each loads the model once)")
-    p.add_argument("--checkpoint", "-c", help="checkpoint folder (default: checkpoints/deepaq-small-3 "
+    p.add_argument("--checkpoint", "-c", help="checkpoint folder (default: checkpoints/deepaq-small-4 "
                                               "or $DEEPAQ_CHECKPOINT)")
     p.add_argument("--metric", default=None,
                    help="score with one registry metric instead of the DeePAQ model, e.g. visqol, "

@@ -1,7 +1,7 @@
 """Score reference/degraded pairs with a trained DeePAQ checkpoint: the everyday Python API.
 
     from deepaq import Scorer
-    s = Scorer.from_pretrained()                 # checkpoints/deepaq-small-3 or $DEEPAQ_CHECKPOINT
+    s = Scorer.from_pretrained()                 # checkpoints/deepaq-small-4 or $DEEPAQ_CHECKPOINT
     r = s.score("ref.wav", "deg.wav")            # ScoreResult(distance=..., mos=...)
     r = s.score(ref_array, deg_array, sample_rate=44100)
     r.extra                                      # {"mos_PQ": .., "std_PQ": ..} with a MOS head
@@ -105,7 +105,7 @@ class ScoreResult:
 
 
 def default_checkpoint_path() -> Path:
-    """``$DEEPAQ_CHECKPOINT`` if set, else the shipped default (``checkpoints/deepaq-small-3``)."""
+    """``$DEEPAQ_CHECKPOINT`` if set, else the shipped default (``checkpoints/deepaq-small-4``)."""
     env = os.environ.get("DEEPAQ_CHECKPOINT")
     return Path(env) if env else DEFAULT_CHECKPOINT
 

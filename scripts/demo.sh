@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on what ships in the repo (no download, no GPU): code the two example excerpts in
 # deepaq/examples/ over the full codec grid (Opus/MP3/AAC x 16..128 kbps), label every pair with
-# ViSQOL v3, score every pair with the shipped model (checkpoints/deepaq-small-3) and correlate.
+# ViSQOL v3, score every pair with the shipped model (checkpoints/deepaq-small-4) and correlate.
 # Usage: scripts/demo.sh [OUT]   (default /tmp/deepaq-demo; a few minutes on 2 CPU cores, mostly ViSQOL)
 set -euo pipefail
 cd "$(dirname "$0")/.."

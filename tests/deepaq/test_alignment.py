@@ -57,6 +57,15 @@ def test_align_to_reference_undoes_the_shift_exactly(music_clip):
         np.testing.assert_array_equal(aligned[:, inner], ref[:, inner])
 
 
+def test_align_to_reference_of_an_inverted_copy_with_either_polarity(music_clip):
+    ref = music_clip("guitar", seconds=1.5)
+    aligned, found = align_to_reference(ref, -_delayed(ref, 250), max_lag=1000,
+                                        either_polarity=True)
+    assert found == 250
+    inner = slice(300, ref.shape[1] - 300)
+    np.testing.assert_array_equal(aligned[:, inner], -ref[:, inner])
+
+
 def test_search_window_limits_the_lag(music_clip):
     ref = music_clip("guitar", seconds=1.5)
     deg = _delayed(ref, 900)

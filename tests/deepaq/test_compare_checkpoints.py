@@ -1,7 +1,8 @@
-"""checkpoints/deepaq-small-3 (the ``compare`` model, the shipped default): pinned scores of three real coded
-pairs, the sanity suite's invariances on a shared reference, and ladders of families it was
-trained on and not. Bump ``MODEL_VERSION`` in the model card and here when the pins change on
-purpose.
+"""The ``compare`` checkpoints: ``deepaq-small-4`` (the shipped default, trained on a
+``deepaq-prep build`` families corpus) and ``deepaq-small-3`` (its predecessor, trained on
+stand-in ladders; an ablation row). Pinned scores of three real coded pairs, the sanity suite's
+invariances on a shared reference, and ladders of families on a real recording. Bump the
+version in the model card and here when the pins change on purpose.
 """
 
 from __future__ import annotations
@@ -13,43 +14,57 @@ import pytest
 
 from tests.deepaq.test_small2_checkpoint import assert_pinned
 
-CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "deepaq-small-3"
-MODEL_VERSION = "deepaq-small-3"
-# (conformance case, distance, lag), as for deepaq-small-2 in test_small2_checkpoint.py
-PINNED = {
-    "ravel_128kbps_opus": (0.01856929622590542, 0),
-    "harpsichord_96kbps_mp3": (0.0600489042699337, 1105),
-    "contrabassoon_24kbps_aac": (0.09750968962907791, 4302),
+ROOT = Path(__file__).resolve().parents[2] / "checkpoints"
+# version -> (folder, {conformance case: (distance, lag)}), as for deepaq-small-2 in
+# test_small2_checkpoint.py
+CHECKPOINTS = {
+    "deepaq-small-4": (ROOT / "deepaq-small-4", {
+        "ravel_128kbps_opus": (0.023749515414237976, 0),
+        "harpsichord_96kbps_mp3": (0.06418323516845703, 1105),
+        "contrabassoon_24kbps_aac": (0.12473511695861816, 4302),
+    }),
+    "deepaq-small-3": (ROOT / "deepaq-small-3", {
+        "ravel_128kbps_opus": (0.01856929622590542, 0),
+        "harpsichord_96kbps_mp3": (0.0600489042699337, 1105),
+        "contrabassoon_24kbps_aac": (0.09750968962907791, 4302),
+    }),
 }
+DEFAULT_VERSION = "deepaq-small-4"
+
+
+@pytest.fixture(scope="module", params=list(CHECKPOINTS))
+def version(request):
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def scorer():
+def scorer(version):
     from deepaq import Scorer
 
-    return Scorer.from_pretrained(CHECKPOINT, device="cpu")
+    return Scorer.from_pretrained(CHECKPOINTS[version][0], device="cpu")
 
 
-def test_it_is_the_default_and_ships():
+def test_the_default_ships():
     from deepaq.scoring import DEFAULT_CHECKPOINT, default_checkpoint_path
 
-    assert DEFAULT_CHECKPOINT.resolve() == CHECKPOINT.resolve()
+    assert DEFAULT_CHECKPOINT.resolve() == CHECKPOINTS[DEFAULT_VERSION][0].resolve()
     assert (DEFAULT_CHECKPOINT / "config.yaml").is_file(), "the default checkpoint must ship"
     assert "DEEPAQ_CHECKPOINT" in default_checkpoint_path.__doc__
 
 
-def test_checkpoint_is_small_documented_and_needs_no_download():
+def test_checkpoint_is_small_documented_and_needs_no_download(version):
     import yaml
 
-    size = sum(p.stat().st_size for p in CHECKPOINT.iterdir() if p.is_file())
+    folder = CHECKPOINTS[version][0]
+    size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
     assert size <= 50 * 2**20
-    assert MODEL_VERSION in (CHECKPOINT / "README.md").read_text()
-    cfg = yaml.safe_load((CHECKPOINT / "config.yaml").read_text())
+    assert version in (folder / "README.md").read_text()
+    cfg = yaml.safe_load((folder / "config.yaml").read_text())
     assert cfg["model"]["distance"] == "compare" and cfg["model"]["backbone"] == "gammatone"
 
 
-def test_pinned_scores(scorer, shared_audio_dir):
-    assert_pinned(scorer, shared_audio_dir, PINNED)
+def test_pinned_scores(scorer, version, shared_audio_dir):
+    assert_pinned(scorer, shared_audio_dir, CHECKPOINTS[version][1])
 
 
 def test_invariances_leave_the_calibrated_mos_within_0_1(scorer, music_clip):
