@@ -20,6 +20,7 @@ each cached in ``--work``:
                through the real scorer).
     ceiling    a bound, never a choice: the head fit on bvrnn itself (in-sample and
                leave-one-page-out): how far these features can go there at all.
+    ladder     where a checkpoint misorders a sanity family (tau from each level up).
 
     .venv/bin/deepaq-prep render MUSIC -n 60 --max-seconds 10 --seed 7 -j 2 --stems
     .venv/bin/deepaq-prep build MUSIC/index.jsonl -o CORPUS --grid configs/data_prep/families_grid.yaml \\
@@ -587,10 +588,45 @@ def cmd_ceiling(args: argparse.Namespace) -> None:
                   f" | {ins:.3f} | {loo:.3f} |", flush=True)
 
 
+def cmd_ladder(args: argparse.Namespace) -> None:
+    """Where a checkpoint misorders one sanity family (``--family``, default opus): its Kendall tau
+    over the ladder from each level up, and how often the lowest level scores closer than the
+    next (the checkpoint's head on the work folder's cached sanity features)."""
+    import yaml
+    from safetensors.torch import load_file
+    from scipy.stats import kendalltau
+
+    from deepaq.band_compare import FEATURES, ComparisonHead
+
+    cfg = yaml.safe_load((args.checkpoint / "config.yaml").read_text())["model"]
+    if cfg["backbone_args"] != backbone_args(args.work):
+        raise SystemExit(f"{args.checkpoint}: its backbone differs from the one {args.work}'s "
+                         "features were computed with (backbone.json)")
+    head = ComparisonHead(len(cfg["comparison"]), sum(cfg["backbone_args"]["bands"]),
+                          cfg["compare_hidden"])
+    weights = load_file(args.checkpoint / "model.safetensors")
+    head.load_state_dict({k.removeprefix("compare_head."): v for k, v in weights.items()})
+    head.feature_index = [FEATURES.index(f) for f in cfg["comparison"]]
+    rows, feats = load_set(args.work, "sanity")
+    d = distances(head.eval(), rows, feats)
+    ladders: dict[str, list] = {}
+    for i, r in enumerate(rows):
+        if r["family"] == args.family:
+            ladders.setdefault(r["recording"], []).append((r["level"] * (1 if r["up"] else -1),
+                                                          d[i]))
+    levels = sorted({lv for v in ladders.values() for lv, _ in v})
+    for low in levels[:-2]:
+        taus = [kendalltau([-x for lv, x in v if lv >= low], [lv for lv, _ in v if lv >= low]
+                           ).statistic for v in ladders.values()]
+        print(f"{args.family} from {abs(low):g} up: Kendall tau {np.mean(taus):.3f}")
+    worse = sum(dict(v)[levels[0]] < dict(v)[levels[1]] for v in ladders.values())
+    print(f"{abs(levels[0]):g} scored closer than {abs(levels[1]):g}: {worse} of {len(ladders)}")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("features", "baselines", "fit", "ceiling"):
+    for name in ("features", "baselines", "fit", "ceiling", "ladder"):
         s = sub.add_parser(name)
         s.add_argument("--work", type=Path, required=True)
         s.add_argument("--corpus", type=Path, default=None,
@@ -605,9 +641,11 @@ def main(argv: list[str] | None = None) -> None:
         s.add_argument("--designs", nargs="*", default=None)
         s.add_argument("--variants", nargs="*", default=None)
         s.add_argument("--export", type=Path, default=None)
+        s.add_argument("--checkpoint", type=Path, default=None, help="ladder: a compare checkpoint")
+        s.add_argument("--family", default="opus", help="ladder: a sanity family")
     args = p.parse_args(argv)
     {"features": cmd_features, "baselines": cmd_baselines, "fit": cmd_fit,
-     "ceiling": cmd_ceiling}[args.cmd](args)
+     "ceiling": cmd_ceiling, "ladder": cmd_ladder}[args.cmd](args)
 
 
 if __name__ == "__main__":
