@@ -196,14 +196,15 @@ def cmd_features(args: argparse.Namespace) -> None:
     if not (args.work / "sanity.npz").exists():
         import bench_listeners as bl
 
+        from deepaq.alignment import fit_length
+
         families, items, recs, rows = sanity_items()
         feats = []
         keep = []
         for ri, path in enumerate(tqdm(recs, desc="sanity", unit="recording")):
             clean = bl.load_excerpt(path, SANITY_SECONDS)
             other = bl.load_excerpt(recs[(ri + 1) % len(recs)], SANITY_SECONDS)
-            other = np.pad(other[:, :clean.shape[1]],
-                           ((0, 0), (0, max(0, clean.shape[1] - other.shape[1]))))
+            other = fit_length(other, clean.shape[1])   # as bench_listeners cuts the interferer
             mine = [k for k, i in enumerate(items) if i["rec"] == ri]
             degs = []
             for k in mine:
@@ -592,23 +593,19 @@ def cmd_ladder(args: argparse.Namespace) -> None:
     """Where a checkpoint misorders one sanity family (``--family``, default opus): its Kendall tau
     over the ladder from each level up, and how often the lowest level scores closer than the
     next (the checkpoint's head on the work folder's cached sanity features)."""
-    import yaml
-    from safetensors.torch import load_file
     from scipy.stats import kendalltau
 
-    from deepaq.band_compare import FEATURES, ComparisonHead
+    from deepaq.band_compare import FEATURES
+    from deepaq.checkpoint import load_checkpoint
 
-    cfg = yaml.safe_load((args.checkpoint / "config.yaml").read_text())["model"]
-    if cfg["backbone_args"] != backbone_args(args.work):
+    model, _ = load_checkpoint(args.checkpoint)
+    if model.config()["backbone_args"] != backbone_args(args.work):
         raise SystemExit(f"{args.checkpoint}: its backbone differs from the one {args.work}'s "
                          "features were computed with (backbone.json)")
-    head = ComparisonHead(len(cfg["comparison"]), sum(cfg["backbone_args"]["bands"]),
-                          cfg["compare_hidden"])
-    weights = load_file(args.checkpoint / "model.safetensors")
-    head.load_state_dict({k.removeprefix("compare_head."): v for k, v in weights.items()})
-    head.feature_index = [FEATURES.index(f) for f in cfg["comparison"]]
+    head = model.compare_head
+    head.feature_index = [FEATURES.index(f) for f in model.comparison]
     rows, feats = load_set(args.work, "sanity")
-    d = distances(head.eval(), rows, feats)
+    d = distances(head, rows, feats)
     ladders: dict[str, list] = {}
     for i, r in enumerate(rows):
         if r["family"] == args.family:
